@@ -1,0 +1,14 @@
+import { defineConfig } from 'vitest/config'
+
+export default defineConfig({
+  test: {
+    setupFiles: ['./test/setup.ts'],
+    include: ['{schemas,catalog,gossip,proxy,machines,tools}/**/*.test.ts', 'test/**/*.test.ts'],
+    testTimeout: 30_000,
+    hookTimeout: 30_000,
+    // real sockets, child processes and libp2p nodes: two cores, so keep parallelism modest
+    pool: 'forks',
+    maxWorkers: 2,
+    reporters: ['default'],
+  },
+})
