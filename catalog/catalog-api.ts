@@ -28,6 +28,8 @@ export interface CatalogSnapshot {
   machines: MachineRecord[]
   nodes: NodeRecord[]
   certs: CertRecord[]
+  /** Nodes currently considered down (derived node.down without a later node.up). */
+  downNodes: string[]
 }
 
 export interface CatalogReader {

@@ -31,6 +31,8 @@ export const CatalogEventSchema = z.discriminatedUnion('type', [
     previous: MachineStateSchema,
     reason: z.string(),
     privateAddr: z.string().optional(),
+    /** When the host observed it (the host's clock). */
+    at: z.number(),
   }),
   z.strictObject({ ...Envelope, type: z.literal('machine.removed'), app: AppNameSchema, machineId: MachineIdSchema }),
   z.strictObject({
@@ -40,6 +42,7 @@ export const CatalogEventSchema = z.discriminatedUnion('type', [
     machineId: MachineIdSchema,
     checks: z.record(z.string(), CheckStatusSchema),
     ready: z.boolean(),
+    at: z.number(),
   }),
   z.strictObject({ ...Envelope, type: z.literal('node.joined'), node: NodeRecordSchema }),
   z.strictObject({ ...Envelope, type: z.literal('node.updated'), node: NodeRecordSchema }),

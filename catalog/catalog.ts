@@ -1,0 +1,375 @@
+import { randomBytes } from 'node:crypto'
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import * as A from '@automerge/automerge'
+import pino, { type Logger } from 'pino'
+import type { AppConfig } from '../schemas/app-config.js'
+import type { CatalogEvent } from '../schemas/catalog-events.js'
+import { type AppRecord, type CertRecord, type DesiredState, type DocId, DocIdSchema, type MachineRecord, type NodeRecord, NODE_NAME } from '../schemas/catalog-records.js'
+import { EdgeProxyError } from '../schemas/errors.js'
+import type {
+  ApplyRemoteResult, Catalog, CatalogSnapshot, DeployOptions, HealthReport, MachineCreate, NodeSelfRecord, ObservedReport,
+  PeerSyncState, Subscription, SubscribeOptions,
+} from './catalog-api.js'
+import { CatalogState } from './catalog-state.js'
+import { DocRegistry, type DocState, kindOf } from './doc-registry.js'
+import type { AppDocView } from './docs/app-doc.js'
+import { actorFor, nodeOfActor } from './docs/automerge-values.js'
+import type { CertDocView } from './docs/cert-doc.js'
+import type { NodesDocView } from './docs/nodes-doc.js'
+import { EventLog } from './event-log.js'
+import { planCertWrite, planDeploy, planMachineCreate, planNodeWrite, type Plan } from './plans.js'
+import { KEYS } from './storage/keys.js'
+import { type CatalogDb, openDb } from './storage/level-db.js'
+import { scanCatalog } from './storage/startup-scan.js'
+import { type OpResult, WritePipeline } from './write-pipeline.js'
+import * as W from './docs/app-doc-writes.js'
+
+export interface OpenCatalogOptions {
+  /** The node's data directory; the catalog lives in `<dataDir>/catalog`. */
+  dataDir: string
+  nodeName: string
+  logger?: Logger
+  /** fsync every batch (default true): an acknowledged write survives a power cut, not only a crash. */
+  sync?: boolean
+}
+
+interface AmSyncState extends PeerSyncState {
+  am: A.SyncState
+}
+
+export async function openCatalog(options: OpenCatalogOptions): Promise<Catalog> {
+  const catalog = new LevelCatalog(options)
+  await catalog.open()
+  return catalog
+}
+
+class LevelCatalog implements Catalog {
+  readonly nodeName: string
+  private readonly log: Logger
+  private db!: CatalogDb
+  private registry!: DocRegistry
+  private events!: EventLog
+  private pipeline!: WritePipeline
+  private readonly state = new CatalogState()
+  private readonly localListeners = new Set<(docId: DocId, changes: Uint8Array[]) => void>()
+
+  constructor(private readonly options: OpenCatalogOptions) {
+    if (!NODE_NAME.test(options.nodeName)) {
+      throw new EdgeProxyError('EP_INVALID_REQUEST', `node name "${options.nodeName}" must be 1–63 lowercase letters, digits or dashes`)
+    }
+    this.nodeName = options.nodeName
+    this.log = options.logger ?? pino({ level: 'silent' })
+  }
+
+  async open(): Promise<void> {
+    const location = join(this.options.dataDir, 'catalog')
+    await mkdir(location, { recursive: true })
+    try {
+      this.db = await openDb(location)
+    } catch (err) {
+      const busy = (err as { cause?: { code?: string } }).cause?.code === 'LEVEL_LOCKED'
+      throw new EdgeProxyError('EP_INVALID_REQUEST', busy
+        ? `the catalog in ${location} is in use by another edgeproxy process; stop it or choose another --data-dir`
+        : `cannot open the catalog in ${location}: ${(err as Error).message}`, { cause: err })
+    }
+    const actor = await this.loadActor()
+    this.registry = new DocRegistry(this.db, actor)
+    this.events = new EventLog(this.db, await EventLog.readLastSeq(this.db), this.log)
+    const scan = await scanCatalog(this.db)
+    for (const s of scan.states) {
+      this.registry.states.set(s.docId, s)
+      this.seedReadModel(s)
+    }
+    for (const q of scan.quarantined) {
+      this.state.quarantined.set(q.docId, q)
+      const parsed = DocIdSchema.safeParse(q.docId)
+      if (parsed.success) this.registry.states.set(parsed.data, quarantinedState(parsed.data))
+    }
+    this.pipeline = new WritePipeline(this.db, this.registry, this.events, this.nodeName, {
+      published: (events) => {
+        for (const e of events) this.state.apply(e)
+        this.events.publish(events)
+      },
+      localChanges: (docId, changes) => {
+        for (const l of this.localListeners) l(docId, changes)
+      },
+    }, this.log, this.options.sync ?? true)
+    for (const b of scan.broken) {
+      // served until the quarantine below removes it, so that its removal reaches the event log
+      const state = b.state ?? quarantinedState(b.docId)
+      state.quarantined = false
+      this.registry.states.set(b.docId, state)
+      if (b.state !== undefined) this.seedReadModel(b.state)
+    }
+    this.state.seq = this.events.lastSeq
+    for (const b of scan.broken) {
+      this.log.error({ docId: b.docId, reason: b.reason }, 'catalog document quarantined at start-up')
+      await this.pipeline.submit({ type: 'quarantine', docId: b.docId, reason: b.reason })
+    }
+    this.log.info({ docs: scan.states.length, seq: this.events.lastSeq, quarantined: this.state.quarantined.size }, 'catalog open')
+  }
+
+  private async loadActor(): Promise<string> {
+    const stored = await this.db.get(KEYS.meta('actor'))
+    if (stored !== undefined) {
+      const actor = stored.toString('utf8')
+      const owner = nodeOfActor(actor)
+      if (owner !== this.nodeName) {
+        throw new EdgeProxyError('EP_CONFLICT', `data directory ${this.options.dataDir} belongs to node "${owner}", not "${this.nodeName}"; use --name ${owner} or another --data-dir`)
+      }
+      return actor
+    }
+    const actor = actorFor(this.nodeName, randomBytes(8))
+    await this.db.put(KEYS.meta('actor'), Buffer.from(actor), { sync: true })
+    return actor
+  }
+
+  private seedReadModel(s: DocState): void {
+    if (s.kind.kind === 'app') {
+      const v = s.view as AppDocView
+      if (v.app !== undefined) this.state.apps.set(v.app.name, v.app)
+      for (const m of v.machines.values()) this.state.machines.set(m.id, m)
+    } else if (s.kind.kind === 'nodes') {
+      for (const n of (s.view as NodesDocView).nodes.values()) this.state.nodes.set(n.name, n)
+    } else if (s.kind.kind === 'cert') {
+      const c = (s.view as CertDocView).cert
+      if (c !== undefined) this.state.certs.set(c.hostname, c)
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.pipeline === undefined) return
+    await this.pipeline.close()
+    this.events.close()
+    this.localListeners.clear()
+    this.registry.freeAll()
+    await this.db.close()
+  }
+
+  // ---- reader ----
+
+  get lastSeq(): number { return this.events.lastSeq }
+  listApps(): AppRecord[] { return [...this.state.apps.values()] }
+  getApp(name: string): AppRecord | undefined { return this.state.apps.get(name) }
+  listMachines(filter?: { app?: string; node?: string }): MachineRecord[] { return this.state.machinesOf(filter) }
+  getMachine(id: string): MachineRecord | undefined { return this.state.machines.get(id) }
+  listNodes(): NodeRecord[] { return [...this.state.nodes.values()] }
+  getNode(name: string): NodeRecord | undefined { return this.state.nodes.get(name) }
+  listCerts(): CertRecord[] { return [...this.state.certs.values()] }
+  listQuarantined() { return [...this.state.quarantined.values()] }
+  snapshot(): CatalogSnapshot { return this.state.snapshot() }
+  subscribe(options: SubscribeOptions, listener: (event: CatalogEvent) => void): Subscription { return this.events.subscribe(options, listener) }
+  readEvents(fromSeq: number, toSeq?: number): AsyncIterable<CatalogEvent> { return this.events.readEvents(fromSeq, toSeq) }
+
+  // ---- writer ----
+
+  private async run(plan: Plan): Promise<OpResult> {
+    return this.pipeline.submit({ type: 'change', docId: plan.docId, create: plan.create, run: plan.run })
+  }
+
+  private requireMachine(id: string): MachineRecord {
+    const m = this.state.machines.get(id)
+    if (m === undefined) throw new EdgeProxyError('EP_MACHINE_NOT_FOUND', `no Machine "${id}"; see \`edgeproxy machines ls\``)
+    return m
+  }
+
+  private requireHost(m: MachineRecord, what: string): void {
+    if (m.node !== this.nodeName) {
+      throw new EdgeProxyError('EP_CONFLICT', `only Machine ${m.id}'s host node "${m.node}" writes its ${what}; this is "${this.nodeName}"`)
+    }
+  }
+
+  async deployApp(config: AppConfig, options: DeployOptions = {}): Promise<AppRecord> {
+    const plan = planDeploy(config, options, this.state, Date.now())
+    await this.run(plan)
+    return this.state.apps.get(config.app) as AppRecord
+  }
+
+  async removeApp(name: string): Promise<void> {
+    if (!this.state.apps.has(name)) throw new EdgeProxyError('EP_APP_NOT_FOUND', `no app "${name}"; see \`edgeproxy apps ls\``)
+    const machines = this.state.machinesOf({ app: name }).map((m) => m.id)
+    await this.run({
+      docId: `app:${name}`,
+      create: false,
+      run: (doc) => A.change(doc, (d: any) => { // eslint-disable-line @typescript-eslint/no-explicit-any
+        const at = Date.now()
+        W.writeAppRemoved(d, at)
+        for (const id of machines) if (d.machines[id] !== undefined) W.writeDesired(d, id, 'destroyed', 'app removed', at)
+      }),
+    })
+  }
+
+  async setFlycast(app: string, address: string): Promise<AppRecord> {
+    if (!this.state.apps.has(app)) throw new EdgeProxyError('EP_APP_NOT_FOUND', `no app "${app}"; see \`edgeproxy apps ls\``)
+    await this.run({ docId: `app:${app}`, create: false, run: (doc) => A.change(doc, (d: any) => W.writeFlycast(d, address, Date.now())) }) // eslint-disable-line @typescript-eslint/no-explicit-any
+    return this.state.apps.get(app) as AppRecord
+  }
+
+  async createMachine(input: MachineCreate): Promise<MachineRecord> {
+    const { plan, id } = planMachineCreate(input, this.state, Date.now())
+    await this.run(plan)
+    return this.requireMachine(id)
+  }
+
+  async setDesiredState(machineId: string, desired: DesiredState, reason: string): Promise<MachineRecord> {
+    const m = this.requireMachine(machineId)
+    if (desired !== 'destroyed' && (m.desired === 'destroyed' || m.state === 'destroyed')) {
+      throw new EdgeProxyError('EP_MACHINE_DESTROYED', `Machine ${m.id} is destroyed and cannot be ${desired}; create a new one with \`edgeproxy machines run\``)
+    }
+    if (m.desired !== desired || m.desiredReason !== reason || (desired === 'started' && m.cordoned)) {
+      await this.run({ docId: `app:${m.app}`, create: false, run: (doc) => A.change(doc, (d: any) => W.writeDesired(d, m.id, desired, reason, Date.now())) }) // eslint-disable-line @typescript-eslint/no-explicit-any
+    }
+    return this.requireMachine(machineId)
+  }
+
+  async setCordoned(machineId: string, cordoned: boolean, reason: string): Promise<MachineRecord> {
+    const m = this.requireMachine(machineId)
+    if (m.cordoned !== cordoned) {
+      await this.run({ docId: `app:${m.app}`, create: false, run: (doc) => A.change(doc, (d: any) => W.writeCordoned(d, m.id, cordoned, reason, Date.now())) }) // eslint-disable-line @typescript-eslint/no-explicit-any
+    }
+    return this.requireMachine(machineId)
+  }
+
+  async reportObserved(machineId: string, report: ObservedReport): Promise<void> {
+    const m = this.requireMachine(machineId)
+    this.requireHost(m, 'observed state')
+    const addr = report.privateAddr ?? m.privateAddr
+    if (m.state === report.state && m.stateReason === report.reason && m.privateAddr === addr) return
+    await this.run({
+      docId: `app:${m.app}`,
+      create: false,
+      run: (doc) => A.change(doc, (d: any) => W.writeObserved(d, m.id, report.state, report.reason, report.privateAddr, Date.now())), // eslint-disable-line @typescript-eslint/no-explicit-any
+    })
+  }
+
+  async reportHealth(machineId: string, report: HealthReport): Promise<void> {
+    const m = this.requireMachine(machineId)
+    this.requireHost(m, 'health')
+    if (m.ready === report.ready && sameChecks(m.checks, report.checks)) return
+    await this.run({
+      docId: `app:${m.app}`,
+      create: false,
+      run: (doc) => A.change(doc, (d: any) => W.writeHealth(d, m.id, report.checks, report.ready, Date.now())), // eslint-disable-line @typescript-eslint/no-explicit-any
+    })
+  }
+
+  async removeMachine(machineId: string): Promise<void> {
+    const m = this.requireMachine(machineId)
+    this.requireHost(m, 'removal')
+    await this.run({ docId: `app:${m.app}`, create: false, run: (doc) => A.change(doc, (d: any) => W.deleteMachine(d, m.id)) }) // eslint-disable-line @typescript-eslint/no-explicit-any
+  }
+
+  async upsertSelf(record: NodeSelfRecord): Promise<void> {
+    const plan = planNodeWrite(this.nodeName, this.state.nodes.get(this.nodeName), { ...record, status: 'active' }, Date.now())
+    if (plan !== undefined) await this.run(plan)
+  }
+
+  async markSelfLeft(): Promise<void> {
+    const current = this.state.nodes.get(this.nodeName)
+    if (current === undefined || current.status === 'left') return
+    const plan = planNodeWrite(this.nodeName, current, { ...current, status: 'left' }, Date.now())
+    if (plan !== undefined) await this.run(plan)
+  }
+
+  async putCert(cert: Omit<CertRecord, 'addedAt'>): Promise<CertRecord> {
+    const { plan, hostname } = planCertWrite(cert, Date.now())
+    await this.run(plan)
+    return this.state.certs.get(hostname) as CertRecord
+  }
+
+  async removeCert(hostname: string): Promise<void> {
+    if (!this.state.certs.has(hostname)) throw new EdgeProxyError('EP_NOT_FOUND', `no certificate for "${hostname}"; see \`edgeproxy certs ls\``)
+    await this.run(planCertWrite(undefined, Date.now(), hostname).plan)
+  }
+
+  async appendDerived(event: { type: 'node.down'; node: string; lastSeen: number } | { type: 'node.up'; node: string }): Promise<CatalogEvent> {
+    const result = await this.pipeline.submit({ type: 'derived', bodies: [event] })
+    return result.events[0]
+  }
+
+  // ---- replica ----
+
+  digest(): Map<DocId, string[]> {
+    const out = new Map<DocId, string[]>()
+    for (const s of this.registry.states.values()) if (s.persisted && !s.quarantined) out.set(s.docId, [...s.heads].sort())
+    return out
+  }
+
+  onLocalChange(listener: (docId: DocId, changes: Uint8Array[]) => void): Subscription {
+    this.localListeners.add(listener)
+    return { close: () => { this.localListeners.delete(listener) } }
+  }
+
+  isQuarantined(docId: DocId): boolean {
+    return this.registry.states.get(docId)?.quarantined === true
+  }
+
+  async applyRemoteChanges(docId: DocId, changes: Uint8Array[], fromPeer: string): Promise<ApplyRemoteResult> {
+    const id = parseDocId(docId)
+    for (const [i, c] of changes.entries()) {
+      try {
+        A.decodeChange(c)
+      } catch (err) {
+        throw new EdgeProxyError('EP_INVALID_REQUEST', `change ${i} for ${id} from ${fromPeer} is not a valid Automerge change`, { cause: err })
+      }
+    }
+    const r = await this.pipeline.submit({ type: 'change', docId: id, create: true, fromPeer, run: (doc) => A.applyChanges(doc, changes)[0] })
+    return { events: r.events, missingDeps: r.missingDeps }
+  }
+
+  newSyncState(docId: DocId): PeerSyncState {
+    const state: AmSyncState = { docId: parseDocId(docId), am: A.initSyncState() }
+    return state
+  }
+
+  async generateSyncMessage(state: PeerSyncState): Promise<Uint8Array | null> {
+    const s = state as AmSyncState
+    const docState = this.registry.state(s.docId, true) as DocState
+    if (docState.quarantined) return null
+    const doc = await this.registry.load(docState)
+    const [next, message] = A.generateSyncMessage(doc, s.am)
+    s.am = next
+    return message
+  }
+
+  async receiveSyncMessage(state: PeerSyncState, message: Uint8Array, fromPeer: string): Promise<ApplyRemoteResult> {
+    const s = state as AmSyncState
+    try {
+      A.decodeSyncMessage(message)
+    } catch (err) {
+      throw new EdgeProxyError('EP_INVALID_REQUEST', `sync message for ${s.docId} from ${fromPeer} is not a valid Automerge sync message`, { cause: err })
+    }
+    let nextSync: A.SyncState | undefined
+    const r = await this.pipeline.submit({
+      type: 'change',
+      docId: s.docId,
+      create: true,
+      fromPeer,
+      run: (doc) => {
+        const [next, synced] = A.receiveSyncMessage(doc, s.am, message)
+        nextSync = synced
+        return next
+      },
+    })
+    if (nextSync !== undefined) s.am = nextSync
+    return { events: r.events, missingDeps: r.missingDeps }
+  }
+}
+
+function parseDocId(docId: string): DocId {
+  const parsed = DocIdSchema.safeParse(docId)
+  if (!parsed.success) throw new EdgeProxyError('EP_INVALID_REQUEST', `invalid document id "${docId}": ${parsed.error.issues[0].message}`)
+  return parsed.data
+}
+
+function quarantinedState(docId: DocId): DocState {
+  const kind = kindOf(docId)
+  return { docId, kind, view: kind.emptyView(docId), heads: [], docHash: '', chgFirst: 0, chgNext: 0, persisted: false, quarantined: true }
+}
+
+function sameChecks(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a)
+  if (ka.length !== Object.keys(b).length) return false
+  return ka.every((k) => a[k] === b[k])
+}

@@ -1,0 +1,170 @@
+import { afterEach, beforeEach, expect, test } from 'vitest'
+import * as A from '@automerge/automerge'
+import { join } from 'node:path'
+import { openCatalog } from '../index.js'
+import type { Catalog, PeerSyncState } from '../catalog-api.js'
+import type { CatalogEvent } from '../../schemas/catalog-events.js'
+import type { DocId } from '../../schemas/catalog-records.js'
+import { tempDir } from '../../test/helpers/temp-dir.js'
+import { webConfig } from './fixtures.js'
+
+let dir: Awaited<ReturnType<typeof tempDir>>
+const open: Catalog[] = []
+async function node(name: string): Promise<Catalog> {
+  const c = await openCatalog({ dataDir: join(dir.path, name), nodeName: name })
+  open.push(c)
+  return c
+}
+
+beforeEach(async () => { dir = await tempDir() })
+afterEach(async () => {
+  while (open.length > 0) await open.pop()!.close()
+  await dir.remove()
+})
+
+/** Forwards every local change of `from` to `to`, as gossip's broadcast does. */
+function wire(from: Catalog, to: Catalog): Promise<unknown>[] {
+  const pending: Promise<unknown>[] = []
+  from.onLocalChange((docId, changes) => { pending.push(to.applyRemoteChanges(docId, changes, from.nodeName)) })
+  return pending
+}
+
+/** Runs the Automerge sync protocol for one document between two catalogs until neither has more to say. */
+async function syncDoc(a: Catalog, b: Catalog, docId: DocId): Promise<number> {
+  const sa: PeerSyncState = a.newSyncState(docId)
+  const sb: PeerSyncState = b.newSyncState(docId)
+  for (let round = 1; round <= 20; round++) {
+    const ma = await a.generateSyncMessage(sa)
+    if (ma !== null) await b.receiveSyncMessage(sb, ma, a.nodeName)
+    const mb = await b.generateSyncMessage(sb)
+    if (mb !== null) await a.receiveSyncMessage(sa, mb, b.nodeName)
+    if (ma === null && mb === null) return round
+  }
+  throw new Error('sync did not finish in 20 rounds')
+}
+
+test('local changes applied on a replica give the same heads and the same records, with the origin node', async () => {
+  const a = await node('ams-1')
+  const b = await node('iad-1')
+  const pending = wire(a, b)
+  const seen: CatalogEvent[] = []
+  b.subscribe({ fromSeq: 1 }, (e) => seen.push(e))
+
+  await a.deployApp(webConfig('web'))
+  const m = await a.createMachine({ app: 'web', region: 'ams', node: 'ams-1', spec: { cmd: ['x'] } })
+  await a.reportObserved(m.id, { state: 'started', reason: 'running', privateAddr: '127.66.0.3' })
+  await Promise.all(pending)
+
+  expect(b.digest()).toEqual(a.digest())
+  expect(b.getMachine(m.id)).toEqual(a.getMachine(m.id))
+  expect(seen.map((e) => [e.type, e.origin])).toEqual([['app.upserted', 'ams-1'], ['machine.upserted', 'ams-1'], ['machine.state', 'ams-1']])
+})
+
+test('the same app created on two nodes apart merges into one document with both Machines', async () => {
+  const a = await node('ams-1')
+  const b = await node('iad-1')
+  await a.deployApp(webConfig('web'))
+  await b.deployApp(webConfig('web'))
+  const ma = await a.createMachine({ app: 'web', region: 'ams', node: 'ams-1', spec: { cmd: ['x'] } })
+  const mb = await b.createMachine({ app: 'web', region: 'iad', node: 'iad-1', spec: { cmd: ['x'] } })
+
+  const rounds = await syncDoc(a, b, 'app:web')
+
+  expect(rounds).toBeLessThanOrEqual(4)
+  expect(a.digest()).toEqual(b.digest())
+  expect(a.listMachines({ app: 'web' }).map((m) => m.id).sort()).toEqual([ma.id, mb.id].sort())
+  expect(b.listMachines({ app: 'web' }).map((m) => m.id).sort()).toEqual([ma.id, mb.id].sort())
+})
+
+test('sync brings a document the node never had, and concurrent writers on both sides converge', async () => {
+  const a = await node('ams-1')
+  const b = await node('iad-1')
+  await a.deployApp(webConfig('web'))
+  const m = await a.createMachine({ app: 'web', region: 'iad', node: 'iad-1', spec: { cmd: ['x'] } })
+  await syncDoc(a, b, 'app:web')
+  // the host reports while the control plane changes the desired state: disjoint writers
+  await b.reportObserved(m.id, { state: 'started', reason: 'running', privateAddr: '127.66.0.4' })
+  await a.setDesiredState(m.id, 'stopped', 'autostop: excess=1')
+  await syncDoc(a, b, 'app:web')
+
+  for (const c of [a, b]) expect(c.getMachine(m.id)).toMatchObject({ state: 'started', desired: 'stopped', privateAddr: '127.66.0.4' })
+  expect(a.digest()).toEqual(b.digest())
+})
+
+test('changes whose dependencies are missing are reported so that a sync can follow', async () => {
+  const a = await node('ams-1')
+  const b = await node('iad-1')
+  await a.deployApp(webConfig('web'))
+  const captured: Uint8Array[] = []
+  a.onLocalChange((_docId, changes) => captured.push(...changes))
+  await a.createMachine({ app: 'web', region: 'ams', node: 'ams-1', spec: { cmd: ['x'] } })
+
+  const r = await b.applyRemoteChanges('app:web', captured, 'ams-1')
+  expect(r.missingDeps).toBe(true)
+  expect(b.getApp('web')).toBeUndefined()
+  await syncDoc(a, b, 'app:web')
+  expect(b.listMachines({ app: 'web' })).toHaveLength(1)
+})
+
+test('invalid bytes from a peer are refused without touching the store', async () => {
+  const b = await node('iad-1')
+  const seq = b.lastSeq
+  await expect(b.applyRemoteChanges('app:web', [new Uint8Array([1, 2, 3, 4])], 'evil')).rejects.toMatchObject({ code: 'EP_INVALID_REQUEST' })
+  await expect(b.applyRemoteChanges('../etc' as DocId, [], 'evil')).rejects.toMatchObject({ code: 'EP_INVALID_REQUEST' })
+  await expect(b.receiveSyncMessage(b.newSyncState('app:web'), new Uint8Array([9, 9, 9]), 'evil')).rejects.toMatchObject({ code: 'EP_INVALID_REQUEST' })
+  expect(b.lastSeq).toBe(seq)
+  expect(b.digest().size).toBe(0)
+})
+
+test('a poison change (valid bytes, invalid record) quarantines only its document', async () => {
+  const a = await node('ams-1')
+  const b = await node('iad-1')
+  await a.deployApp(webConfig('web'))
+  await a.deployApp(webConfig('api'))
+  await syncDoc(a, b, 'app:web')
+  await syncDoc(a, b, 'app:api')
+
+  // a peer writes a Machine whose record breaks the schema, straight through Automerge
+  const [evil] = A.applyChanges(A.init<Record<string, any>>({ actor: 'ee' }), await changesVia(a, 'app:web')) // eslint-disable-line @typescript-eslint/no-explicit-any
+  const poisoned = A.change(evil, (d) => { d.machines['zzzzzzzzzzzzzz'] = { meta: { id: 'not-an-id' } } })
+  const change = A.getLastLocalChange(poisoned) as Uint8Array
+  const events: CatalogEvent[] = []
+  b.subscribe({}, (e) => events.push(e))
+
+  await expect(b.applyRemoteChanges('app:web', [change], 'evil-1')).rejects.toMatchObject({ code: 'EP_DOC_QUARANTINED' })
+  await waitForEvent(events, 'catalog.quarantined')
+
+  expect(b.isQuarantined('app:web')).toBe(true)
+  expect(b.getApp('web')).toBeUndefined()
+  expect(b.getApp('api')?.name).toBe('api')
+  expect(events.map((e) => e.type)).toEqual(['app.removed', 'catalog.quarantined'])
+  // other documents keep taking changes
+  const pending = wire(a, b)
+  await a.createMachine({ app: 'api', region: 'ams', node: 'ams-1', spec: { cmd: ['x'] } })
+  await Promise.all(pending)
+  expect(b.listMachines({ app: 'api' })).toHaveLength(1)
+})
+
+async function changesVia(c: Catalog, docId: DocId): Promise<Uint8Array[]> {
+  // replay a fresh sync into a bare Automerge document to obtain the full history as changes
+  let doc = A.init<unknown>()
+  let mine = A.initSyncState()
+  const theirs = c.newSyncState(docId)
+  for (let i = 0; i < 10; i++) {
+    const msg = await c.generateSyncMessage(theirs)
+    if (msg !== null) [doc, mine] = A.receiveSyncMessage(doc, mine, msg)
+    const [next, reply] = A.generateSyncMessage(doc, mine)
+    mine = next
+    if (reply !== null) await c.receiveSyncMessage(theirs, reply, 'probe')
+    if (msg === null && reply === null) break
+  }
+  return A.getAllChanges(doc)
+}
+
+async function waitForEvent(events: CatalogEvent[], type: string): Promise<void> {
+  const deadline = Date.now() + 5000
+  while (!events.some((e) => e.type === type)) {
+    if (Date.now() > deadline) throw new Error(`no ${type} event within 5 s`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
