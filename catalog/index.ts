@@ -10,5 +10,6 @@
  */
 export { openCatalog, type OpenCatalogOptions } from './catalog.js'
 export { CatalogState } from './catalog-state.js'
-export { replayEvents } from './replay.js'
+export { replayEvents, type ReplayOptions } from './replay.js'
+export { openOfflineEventLog, type OfflineEventLog } from './offline-log.js'
 export type * from './catalog-api.js'

@@ -1,0 +1,12 @@
+#!/usr/bin/env node
+// The polyfill must load before anything that can import libp2p (Node 20 lacks Promise.withResolvers).
+import { existsSync } from 'node:fs'
+
+const entry = new URL('../dist/tools/cli/main.js', import.meta.url)
+if (!existsSync(entry)) {
+  process.stderr.write('error: edgeproxy is not built; run `npm ci` (or `npm run build`) in the edgeproxy folder first\n')
+  process.exit(1)
+}
+await import('../dist/tools/polyfills.js')
+const { main } = await import(entry.href)
+await main(process.argv)

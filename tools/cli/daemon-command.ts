@@ -1,0 +1,93 @@
+import type { Command } from 'commander'
+import { rootLogger } from '../logger.js'
+import { type DaemonOptions, startDaemon } from '../daemon.js'
+import { fail } from './output.js'
+import { parseHostPort, parseRegion, parseRoles } from './options.js'
+
+interface DaemonFlags {
+  dataDir: string
+  name: string
+  region: string
+  roles: string
+  admin: string
+  adminTokenFile?: string
+  logLevel?: string
+  fsync: boolean
+}
+
+function toOptions(flags: DaemonFlags): DaemonOptions {
+  return {
+    dataDir: flags.dataDir,
+    name: flags.name,
+    region: parseRegion(flags.region),
+    roles: parseRoles(flags.roles),
+    admin: parseHostPort(flags.admin, '--admin'),
+    adminTokenFile: flags.adminTokenFile,
+    fsync: flags.fsync,
+  }
+}
+
+/** Runs a node until SIGTERM or SIGINT, then stops every component cleanly. */
+async function runUntilSignalled(options: DaemonOptions, logLevel: string | undefined, banner?: (adminAddr: string) => string): Promise<void> {
+  const log = rootLogger(logLevel)
+  const daemon = await startDaemon(options, log)
+  if (banner !== undefined) process.stderr.write(banner(daemon.admin.address()))
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      log.info({ signal }, 'signal received')
+      process.off('SIGTERM', onSignal)
+      process.off('SIGINT', onSignal)
+      daemon.stop().then(resolve, (err: unknown) => {
+        log.error({ err }, 'stop failed')
+        resolve()
+      })
+    }
+    process.on('SIGTERM', onSignal)
+    process.on('SIGINT', onSignal)
+  })
+}
+
+export function registerDaemonCommands(program: Command): void {
+  program
+    .command('daemon')
+    .description('run a node of the fleet')
+    .option('--data-dir <dir>', 'where the catalog, keys and Machine files live', './.edgeproxy')
+    .requiredOption('--name <name>', 'node name, unique in the fleet (e.g. ams-1)')
+    .requiredOption('--region <code>', 'three-letter region code (e.g. ams)')
+    .option('--roles <roles>', 'edge, worker or edge,worker', 'edge,worker')
+    .option('--admin <host:port>', 'admin API address', '127.0.0.1:4280')
+    .option('--admin-token-file <file>', 'bearer token required by the admin API (mandatory off loopback)')
+    .option('--log-level <level>', 'trace, debug, info, warn or error')
+    .option('--no-fsync', 'do not fsync catalog writes (faster; a power cut may lose the newest writes)')
+    .action(async (flags: DaemonFlags) => {
+      try {
+        await runUntilSignalled(toOptions(flags), flags.logLevel)
+      } catch (err) {
+        fail(err)
+      }
+    })
+
+  program
+    .command('dev')
+    .description('run a single node (edge + worker) with its admin API on this machine')
+    .option('--data-dir <dir>', 'data directory', './.edgeproxy')
+    .option('--name <name>', 'node name', 'local')
+    .option('--region <code>', 'region code', 'ams')
+    .option('--admin <host:port>', 'admin API address', '127.0.0.1:4280')
+    .option('--log-level <level>', 'trace, debug, info, warn or error', 'info')
+    .action(async (flags: Omit<DaemonFlags, 'roles' | 'fsync'>) => {
+      try {
+        const options = toOptions({ ...flags, roles: 'edge,worker', fsync: true })
+        await runUntilSignalled(options, flags.logLevel, (admin) => [
+          '',
+          `  edgeproxy dev: node "${options.name}" in ${options.region}, data in ${options.dataDir}`,
+          `  admin API   http://${admin}   (try: npx edgeproxy catalog nodes)`,
+          '  stop with Ctrl-C',
+          '',
+          '',
+        ].join('\n'))
+      } catch (err) {
+        fail(err)
+      }
+    })
+}
