@@ -133,6 +133,11 @@ export class WritePipeline {
       }
     }
 
+    // one view per touched document, however many ops of the group changed it
+    for (const { state } of before.values()) {
+      if (!state.quarantined) batch.push(putJson(KEYS.view(state.docId), toViewRecord(state)))
+    }
+
     if (batch.length > 0) {
       try {
         await this.db.batch(batch, { sync: this.sync })
@@ -191,7 +196,10 @@ export class WritePipeline {
     if (doc === undefined) throw new EdgeProxyError('EP_INTERNAL', `document ${op.docId} was not loaded`)
 
     const beforeHeads = A.getHeads(doc)
-    const work = A.clone(doc, { actor: this.registry.actor })
+    // A peer's change may be poison: work on a copy so that the loaded document stays good. Local changes
+    // were validated before they were queued, so they change the document in place (a copy costs O(doc)).
+    const remote = op.fromPeer !== undefined
+    const work = remote ? A.clone(doc, { actor: this.registry.actor }) : doc
     let next: A.Doc<unknown>
     let view: unknown
     let touched
@@ -201,14 +209,19 @@ export class WritePipeline {
       fresh = A.getChangesSince(next, beforeHeads)
       if (fresh.length === 0) {
         const missingDeps = A.getMissingDeps(next, []).length > 0
-        A.free(next)
+        if (remote) A.free(next)
+        else this.registry.remember(op.docId, next)
         return { result: { ...EMPTY, missingDeps } }
       }
       touched = state.kind.touchedBy(A.diff(next, beforeHeads, A.getHeads(next)))
       view = state.kind.materialize(next, op.docId, state.view, touched)
     } catch (err) {
+      if (!remote) {
+        // a bug, not bad input: the loaded copy may hold part of the change, so reload it from disk later
+        this.registry.forget(op.docId)
+        throw err
+      }
       try { A.free(work) } catch { /* already consumed by the failed change */ }
-      if (op.fromPeer === undefined) throw err
       const reason = `change from ${op.fromPeer} cannot be applied: ${(err as Error).message}`
       this.log.warn({ err, docId: op.docId, peer: op.fromPeer }, 'poison change; quarantining the document')
       void this.submit({ type: 'quarantine', docId: op.docId, reason }).catch((qerr: unknown) => this.log.error({ err: qerr, docId: op.docId }, 'quarantine failed'))
@@ -223,10 +236,10 @@ export class WritePipeline {
     this.stageDocBytes(state, next, fresh, batch)
     state.view = view
     state.heads = A.getHeads(next)
-    batch.push(putJson(KEYS.view(op.docId), toViewRecord(state)), ...ops)
+    batch.push(...ops)
 
     this.registry.remember(op.docId, next)
-    A.free(doc)
+    if (remote) A.free(doc)
     const missingDeps = A.getMissingDeps(next, []).length > 0
     return {
       result: { events, changes: fresh, missingDeps },

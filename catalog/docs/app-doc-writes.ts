@@ -1,6 +1,6 @@
 import type { AppConfig } from '../../schemas/app-config.js'
 import type { CheckStatus, DesiredState, MachineSpec, MachineState } from '../../schemas/catalog-records.js'
-import { json, readNum, str } from './automerge-values.js'
+import { json, readJson, readNum, str } from './automerge-values.js'
 
 /**
  * Writes into an app document, applied inside Automerge.change. Inputs are validated before these run,
@@ -40,47 +40,47 @@ export interface NewMachine {
   reason: string
 }
 
+/**
+ * Each side of a Machine is one JSON value: a side has a single writer, so nothing is lost by merging it
+ * whole, and one value per side makes a change half as expensive as a map per side (measured: 0.8 vs
+ * 1.6 ms per Automerge change).
+ */
+interface DesiredSide { state: DesiredState; reason: string; at: number; cordoned: boolean }
+interface ObservedSide { state: MachineState; reason: string; at: number; privateAddr?: string }
+interface HealthSide { checks: Record<string, CheckStatus>; ready: boolean; at: number }
+
 export function writeMachineCreate(d: Draft, m: NewMachine, at: number): void {
   d.machines[m.id] = {
-    meta: {
-      id: str(m.id), app: str(m.app), region: str(m.region), node: str(m.node),
-      spec: json(m.spec), appVersion: m.appVersion, createdAt: at,
-    },
-    desired: { state: str(m.desired), reason: str(m.reason), at, cordoned: false },
-    observed: { state: str('created'), reason: str('created'), at },
-    health: { checks: json({}), ready: false, at: 0 },
+    meta: json({ id: m.id, app: m.app, region: m.region, node: m.node, spec: m.spec, appVersion: m.appVersion, createdAt: at }),
+    desired: json({ state: m.desired, reason: m.reason, at, cordoned: false } satisfies DesiredSide),
+    observed: json({ state: 'created', reason: 'created', at } satisfies ObservedSide),
+    health: json({ checks: {}, ready: false, at: 0 } satisfies HealthSide),
   }
 }
 
+function side<T>(d: Draft, id: string, name: 'desired' | 'observed' | 'health'): T {
+  return readJson(d.machines[id][name]) as T
+}
+
 export function writeDesired(d: Draft, id: string, desired: DesiredState, reason: string, at: number): void {
-  const side = d.machines[id].desired as Draft
-  side.state = str(desired)
-  side.reason = str(reason)
-  side.at = at
+  const current = side<DesiredSide>(d, id, 'desired')
   // a Machine asked to start again serves traffic again
-  if (desired === 'started') side.cordoned = false
+  const cordoned = desired === 'started' ? false : current.cordoned
+  d.machines[id].desired = json({ state: desired, reason, at, cordoned } satisfies DesiredSide)
 }
 
 export function writeCordoned(d: Draft, id: string, cordoned: boolean, reason: string, at: number): void {
-  const side = d.machines[id].desired as Draft
-  side.cordoned = cordoned
-  side.reason = str(reason)
-  side.at = at
+  const current = side<DesiredSide>(d, id, 'desired')
+  d.machines[id].desired = json({ ...current, cordoned, reason, at } satisfies DesiredSide)
 }
 
 export function writeObserved(d: Draft, id: string, state: MachineState, reason: string, privateAddr: string | undefined, at: number): void {
-  const side = d.machines[id].observed as Draft
-  side.state = str(state)
-  side.reason = str(reason)
-  side.at = at
-  if (privateAddr !== undefined) side.privateAddr = str(privateAddr)
+  const current = side<ObservedSide>(d, id, 'observed')
+  d.machines[id].observed = json({ state, reason, at, privateAddr: privateAddr ?? current.privateAddr } satisfies ObservedSide)
 }
 
 export function writeHealth(d: Draft, id: string, checks: Record<string, CheckStatus>, ready: boolean, at: number): void {
-  const side = d.machines[id].health as Draft
-  side.checks = json(checks)
-  side.ready = ready
-  side.at = at
+  d.machines[id].health = json({ checks, ready, at } satisfies HealthSide)
 }
 
 export function deleteMachine(d: Draft, id: string): void {

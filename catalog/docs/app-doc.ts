@@ -37,29 +37,29 @@ function readAppRecord(name: string, raw: Raw | undefined): AppRecord | undefine
 }
 
 function readMachineRecord(raw: Raw): MachineRecord {
-  const meta = (raw.meta ?? {}) as Raw
-  const desired = (raw.desired ?? {}) as Raw
-  const observed = (raw.observed ?? {}) as Raw
-  const health = (raw.health ?? {}) as Raw
+  const meta = (readJson(raw.meta) ?? {}) as Raw
+  const desired = (readJson(raw.desired) ?? {}) as Raw
+  const observed = (readJson(raw.observed) ?? {}) as Raw
+  const health = (readJson(raw.health) ?? {}) as Raw
   return MachineRecordSchema.parse({
-    id: readStr(meta.id),
-    app: readStr(meta.app),
-    region: readStr(meta.region),
-    node: readStr(meta.node),
-    spec: readJson(meta.spec),
-    appVersion: readNum(meta.appVersion),
-    createdAt: readNum(meta.createdAt),
-    desired: readStr(desired.state),
-    desiredReason: readStr(desired.reason) ?? '',
-    desiredAt: readNum(desired.at),
-    cordoned: readBool(desired.cordoned) ?? false,
-    state: readStr(observed.state),
-    stateReason: readStr(observed.reason) ?? '',
-    stateAt: readNum(observed.at),
-    privateAddr: readStr(observed.privateAddr),
-    checks: readJson(health.checks) ?? {},
-    ready: readBool(health.ready) ?? false,
-    healthAt: readNum(health.at) ?? 0,
+    id: meta.id,
+    app: meta.app,
+    region: meta.region,
+    node: meta.node,
+    spec: meta.spec,
+    appVersion: meta.appVersion,
+    createdAt: meta.createdAt,
+    desired: desired.state,
+    desiredReason: desired.reason ?? '',
+    desiredAt: desired.at,
+    cordoned: desired.cordoned ?? false,
+    state: observed.state,
+    stateReason: observed.reason ?? '',
+    stateAt: observed.at,
+    privateAddr: observed.privateAddr,
+    checks: health.checks ?? {},
+    ready: health.ready ?? false,
+    healthAt: health.at ?? 0,
   })
 }
 

@@ -126,7 +126,7 @@ test('a poison change (valid bytes, invalid record) quarantines only its documen
 
   // a peer writes a Machine whose record breaks the schema, straight through Automerge
   const [evil] = A.applyChanges(A.init<Record<string, any>>({ actor: 'ee' }), await changesVia(a, 'app:web')) // eslint-disable-line @typescript-eslint/no-explicit-any
-  const poisoned = A.change(evil, (d) => { d.machines['zzzzzzzzzzzzzz'] = { meta: { id: 'not-an-id' } } })
+  const poisoned = A.change(evil, (d) => { d.machines['zzzzzzzzzzzzzz'] = { meta: new A.ImmutableString('{"id":"not-an-id"}') } })
   const change = A.getLastLocalChange(poisoned) as Uint8Array
   const events: CatalogEvent[] = []
   b.subscribe({}, (e) => events.push(e))
