@@ -18,9 +18,16 @@ export const ERROR_TABLE = {
   EP_EVENT_TRUNCATED: { status: 410, fly: undefined },
   EP_DOC_QUARANTINED: { status: 409, fly: undefined },
   EP_CATALOG_CLOSED: { status: 503, fly: undefined },
+  // gossip
+  EP_FLEET_KEY_INVALID: { status: 400, fly: undefined },
+  EP_PEER_KEY_INVALID: { status: 500, fly: undefined },
+  EP_GOSSIP_MESSAGE_INVALID: { status: 400, fly: undefined },
+  EP_SYNC_FAILED: { status: 502, fly: undefined },
+  EP_SYNC_THROTTLED: { status: 429, fly: undefined },
   // machines
   EP_MACHINE_SPAWN_FAILED: { status: 500, fly: 'PM06' },
   EP_MACHINE_CRASH_LOOP: { status: 500, fly: 'PM06' },
+  EP_MACHINE_ADDRESS_EXHAUSTED: { status: 503, fly: undefined },
   // data plane
   EP_NO_APP: { status: 404, fly: undefined },
   EP_NO_SERVICE: { status: 404, fly: undefined },
@@ -41,6 +48,8 @@ export const ERROR_TABLE = {
   EP_URI_TOO_LONG: { status: 414, fly: undefined },
   EP_BODY_TOO_LARGE: { status: 413, fly: undefined },
   EP_REQUEST_TIMEOUT: { status: 408, fly: undefined },
+  EP_HTTP_VERSION: { status: 505, fly: undefined },
+  EP_BAD_GATEWAY_RESPONSE: { status: 502, fly: 'PU02' },
   EP_FLYCAST_ONLY: { status: 403, fly: undefined },
   EP_TLS_NO_CERT: { status: 502, fly: 'PT05' },
   EP_SHUTTING_DOWN: { status: 503, fly: undefined },
