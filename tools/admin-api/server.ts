@@ -4,6 +4,7 @@ import { EdgeProxyError } from '../../schemas/errors.js'
 import { appsRoutes } from './apps-routes.js'
 import { installBearerAuth, isLoopback } from './auth.js'
 import { catalogRoutes } from './catalog-routes.js'
+import { certsRoutes } from './certs-routes.js'
 import type { AdminApiComponents } from './components.js'
 import { installErrorHandling } from './errors.js'
 import { eventsRoutes } from './events-routes.js'
@@ -46,6 +47,7 @@ export function adminApi(init: AdminApiInit) {
     nodesRoutes(server, components)
     eventsRoutes(server, components)
     catalogRoutes(server, components)
+    certsRoutes(server, components)
 
     return {
       server,

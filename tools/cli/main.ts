@@ -2,6 +2,7 @@ import { Command } from 'commander'
 import { VERSION } from '../version.js'
 import { registerAppsCommands } from './apps-command.js'
 import { registerCatalogCommands } from './catalog-command.js'
+import { registerCertsCommands } from './certs-command.js'
 import { registerDaemonCommands } from './daemon-command.js'
 import { registerEventsCommands } from './events-command.js'
 import { registerMachinesCommands } from './machines-command.js'
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   registerMachinesCommands(program)
   registerCatalogCommands(program)
   registerEventsCommands(program)
+  registerCertsCommands(program)
   return program
 }
 

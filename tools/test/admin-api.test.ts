@@ -5,6 +5,7 @@ import { openCatalog, type Catalog } from '../../catalog/index.js'
 import { adminApi, type AdminApi } from '../admin-api/server.js'
 import { tempDir } from '../../test/helpers/temp-dir.js'
 import type { CatalogEvent } from '../../schemas/catalog-events.js'
+import { opensslCert } from '../../test/helpers/certs.js'
 
 const FLY_TOML = `
 app = "web"
@@ -153,5 +154,30 @@ describe('the event stream', () => {
     const text = received.join('')
     expect(text).toContain('id: 2\nevent: machine.upserted')
     expect(text).toContain('id: 3\nevent: machine.upserted')
+  })
+})
+
+describe('certificates', () => {
+  test('a real certificate is stored for its hostname; a wrong host, a foreign key and garbage are refused', async () => {
+    await startApi()
+    const www = await opensslCert(dir.path, 'www.example.com')
+    const other = await opensslCert(dir.path, 'other.example.com')
+    const added = await call('POST', '/v1/certs', JSON.stringify({ hostname: 'WWW.example.com', certPem: www.certPem, keyPem: www.keyPem }))
+    expect(added.status).toBe(201)
+    expect(added.json).toMatchObject({ hostname: 'www.example.com', names: 'DNS:www.example.com' })
+    expect(catalog.listCerts()).toEqual([expect.objectContaining({ hostname: 'www.example.com', certPem: www.certPem })])
+    const listed = await call('GET', '/v1/certs')
+    expect(listed.json).toEqual([expect.objectContaining({ hostname: 'www.example.com' })])
+    expect(JSON.stringify(listed.json)).not.toContain('PRIVATE KEY')
+
+    const wrongHost = await call('POST', '/v1/certs', JSON.stringify({ hostname: 'api.example.com', certPem: www.certPem, keyPem: www.keyPem }))
+    expect(wrongHost.json).toMatchObject({ code: 'EP_INVALID_REQUEST', path: 'hostname' })
+    const foreignKey = await call('POST', '/v1/certs', JSON.stringify({ hostname: 'www.example.com', certPem: www.certPem, keyPem: other.keyPem }))
+    expect(foreignKey.json).toMatchObject({ code: 'EP_INVALID_REQUEST', path: 'keyPem' })
+    const garbage = await call('POST', '/v1/certs', JSON.stringify({ hostname: 'www.example.com', certPem: 'nope', keyPem: www.keyPem }))
+    expect(garbage.json).toMatchObject({ code: 'EP_INVALID_REQUEST', path: 'certPem' })
+
+    expect((await call('DELETE', '/v1/certs/www.example.com')).status).toBe(200)
+    expect(catalog.listCerts()).toEqual([])
   })
 })

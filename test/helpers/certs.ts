@@ -1,0 +1,16 @@
+import { execFile } from 'node:child_process'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+
+/** A real self-signed certificate made by openssl, for tests: `{ certPem, keyPem, certPath, keyPath }`. */
+export async function opensslCert(dir: string, hostname: string, days = 30): Promise<{ certPem: string; keyPem: string; certPath: string; keyPath: string }> {
+  const base = join(dir, hostname.replace(/\*/g, 'wild'))
+  const certPath = `${base}.crt`
+  const keyPath = `${base}.key`
+  await promisify(execFile)('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', String(days),
+    '-subj', `/CN=${hostname}`, '-addext', `subjectAltName=DNS:${hostname}`, '-keyout', keyPath, '-out', certPath,
+  ], { timeout: 10_000 })
+  return { certPem: await readFile(certPath, 'utf8'), keyPem: await readFile(keyPath, 'utf8'), certPath, keyPath }
+}
