@@ -10,6 +10,7 @@ import { installErrorHandling } from './errors.js'
 import { eventsRoutes } from './events-routes.js'
 import { machinesRoutes } from './machines-routes.js'
 import { nodesRoutes } from './nodes-routes.js'
+import { uiRoutes } from './ui-routes.js'
 
 export interface AdminApiInit {
   host: string
@@ -48,6 +49,7 @@ export function adminApi(init: AdminApiInit) {
     eventsRoutes(server, components)
     catalogRoutes(server, components)
     certsRoutes(server, components)
+    uiRoutes(server)
 
     return {
       server,
