@@ -1,4 +1,4 @@
-import type { AppConfig } from '../schemas/app-config.js'
+import type { AppConfig, KillSignal } from '../schemas/app-config.js'
 import type { CatalogEvent } from '../schemas/catalog-events.js'
 import type {
   AppRecord, CertRecord, CheckStatus, DesiredState, DocId, MachineRecord, MachineSpec, MachineState, NodeRecord,
@@ -68,6 +68,12 @@ export interface MachineCreate {
   id?: string
 }
 
+/** A stop request's own signal and grace period (Fly's stop body); default: the app's kill_signal/kill_timeout. */
+export interface StopOptions {
+  signal?: KillSignal
+  timeoutMs?: number
+}
+
 export interface ObservedReport {
   state: MachineState
   reason: string
@@ -89,7 +95,7 @@ export interface CatalogWriter {
   setFlycast(app: string, address: string): Promise<AppRecord>
   createMachine(input: MachineCreate): Promise<MachineRecord>
   /** Control plane: what the Machine should be. `reason` travels to events (`autostart: request 01H…`). */
-  setDesiredState(machineId: string, desired: DesiredState, reason: string): Promise<MachineRecord>
+  setDesiredState(machineId: string, desired: DesiredState, reason: string, stop?: StopOptions): Promise<MachineRecord>
   setCordoned(machineId: string, cordoned: boolean, reason: string): Promise<MachineRecord>
   /** Host node only: what its supervisor observed. Written only when something changed. */
   reportObserved(machineId: string, report: ObservedReport): Promise<void>

@@ -9,7 +9,7 @@ import { type AppRecord, type CertRecord, type DesiredState, type DocId, DocIdSc
 import { EdgeProxyError } from '../schemas/errors.js'
 import type {
   ApplyRemoteResult, Catalog, CatalogSnapshot, DeployOptions, HealthReport, MachineCreate, NodeSelfRecord, ObservedReport,
-  PeerSyncState, Subscription, SubscribeOptions,
+  PeerSyncState, StopOptions, Subscription, SubscribeOptions,
 } from './catalog-api.js'
 import { CatalogState } from './catalog-state.js'
 import { DocRegistry, type DocState, kindOf } from './doc-registry.js'
@@ -212,13 +212,16 @@ class LevelCatalog implements Catalog {
     return this.requireMachine(id)
   }
 
-  async setDesiredState(machineId: string, desired: DesiredState, reason: string): Promise<MachineRecord> {
+  async setDesiredState(machineId: string, desired: DesiredState, reason: string, stop: StopOptions = {}): Promise<MachineRecord> {
     const m = this.requireMachine(machineId)
     if (desired !== 'destroyed' && (m.desired === 'destroyed' || m.state === 'destroyed')) {
       throw new EdgeProxyError('EP_MACHINE_DESTROYED', `Machine ${m.id} is destroyed and cannot be ${desired}; create a new one with \`edgeproxy machines run\``)
     }
-    if (m.desired !== desired || m.desiredReason !== reason || (desired === 'started' && m.cordoned)) {
-      await this.run({ docId: `app:${m.app}`, create: false, run: (doc) => A.change(doc, (d: any) => W.writeDesired(d, m.id, desired, reason, Date.now())) }) // eslint-disable-line @typescript-eslint/no-explicit-any
+    // a repeated start of a failed Machine is a new request (the supervisor retries it), so it is written
+    const retry = desired === 'started' && m.state === 'failed'
+    const stopChanged = stop.signal !== m.stopSignal || stop.timeoutMs !== m.stopTimeout
+    if (m.desired !== desired || m.desiredReason !== reason || retry || stopChanged || (desired === 'started' && m.cordoned)) {
+      await this.run({ docId: `app:${m.app}`, create: false, run: (doc) => A.change(doc, (d: any) => W.writeDesired(d, m.id, desired, reason, Date.now(), stop)) }) // eslint-disable-line @typescript-eslint/no-explicit-any
     }
     return this.requireMachine(machineId)
   }

@@ -90,8 +90,9 @@ export function planMachineCreate(input: MachineCreate, state: CatalogState, now
   if (groups.length > 0 && !groups.includes(spec.data.processGroup)) {
     throw new EdgeProxyError('EP_INVALID_REQUEST', `invalid Machine: processGroup: app "${app.name}" has no process group "${spec.data.processGroup}" (it has ${groups.join(', ')})`, { path: 'processGroup' })
   }
-  if (spec.data.cmd.length === 0 && (app.config.cmd === undefined || app.config.cmd.length === 0)) {
-    throw new EdgeProxyError('EP_INVALID_REQUEST', `invalid Machine: cmd: required (the app config has no [experimental] cmd either)`, { path: 'cmd' })
+  const fallback = app.config.processes[spec.data.processGroup] ?? (app.config.cmd?.length ? app.config.cmd : undefined)
+  if (spec.data.cmd.length === 0 && fallback === undefined) {
+    throw new EdgeProxyError('EP_INVALID_REQUEST', 'invalid Machine: cmd: required (the app config has no [processes] line or [experimental] cmd for it)', { path: 'cmd' })
   }
   const desired = input.desired ?? 'started'
   const machine: W.NewMachine = {

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { AppConfigSchema, AppNameSchema, RegionSchema } from './app-config.js'
+import { AppConfigSchema, AppNameSchema, RegionSchema, SignalSchema } from './app-config.js'
 
 /**
  * Catalog records: the plain-JSON view of the Automerge documents (DESIGN §2). Every consumer — the proxy's
@@ -78,6 +78,9 @@ export const MachineRecordSchema = z.strictObject({
   desiredAt: z.number(),
   /** Takes no new traffic (autostop drains it before stopping). */
   cordoned: z.boolean(),
+  /** This stop's signal and grace period, when the request named them (else fly.toml's kill_signal/kill_timeout). */
+  stopSignal: SignalSchema.optional(),
+  stopTimeout: z.number().int().nonnegative().optional(),
   // observed side (host node only)
   state: MachineStateSchema,
   stateReason: z.string(),

@@ -3,6 +3,7 @@ import type { Logger } from 'pino'
 import { type Catalog, openCatalog } from '../catalog/index.js'
 import type { Role } from '../schemas/catalog-records.js'
 import { EdgeProxyError } from '../schemas/errors.js'
+import { machineSupervisor, type MachineSupervisor, readMachineLogs } from '../machines/index.js'
 import { type AdminApi, adminApi } from './admin-api/server.js'
 import { VERSION } from './version.js'
 
@@ -15,11 +16,14 @@ export interface DaemonOptions {
   adminTokenFile?: string
   /** fsync each catalog batch (default true). */
   fsync?: boolean
+  /** Loopback range for Machine addresses on this worker (default 127.66.0.0/16). */
+  machineRange?: string
 }
 
 export interface Daemon {
   readonly catalog: Catalog
   readonly admin: AdminApi
+  readonly machines: MachineSupervisor | undefined
   readonly log: Logger
   stop(): Promise<void>
 }
@@ -49,7 +53,21 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
   started.push({ start: () => undefined, stop: () => catalog.close() })
   try {
     const self = { name: options.name, region: options.region, roles: options.roles }
-    const admin = adminApi({ host: options.admin.host, port: options.admin.port, token })({ catalog, self, log: log.child({ component: 'admin-api' }) })
+    const worker = options.roles.includes('worker')
+
+    // Machines stop before the catalog closes: their last reports must still be written.
+    const machines = worker
+      ? machineSupervisor({ dataDir: options.dataDir, machineRange: options.machineRange })({ catalog, log: log.child({ component: 'machines' }) })
+      : undefined
+    if (machines !== undefined) {
+      await machines.start()
+      started.push(machines)
+    }
+
+    const logs = worker
+      ? { read: (id: string, o: { follow: boolean; tail: number; signal: AbortSignal }) => readMachineLogs(options.dataDir, id, o) }
+      : undefined
+    const admin = adminApi({ host: options.admin.host, port: options.admin.port, token })({ catalog, self, logs, log: log.child({ component: 'admin-api' }) })
     await admin.start()
     started.push(admin)
 
@@ -69,6 +87,7 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
     return {
       catalog,
       admin,
+      machines,
       log,
       stop() {
         stopping ??= (async () => {

@@ -79,5 +79,11 @@ async function main(): Promise<void> {
   process.once('SIGTERM', () => shutdown('SIGTERM'))
 }
 
-const isEntrypoint = process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url))
-if (isEntrypoint) void main()
+function isEntrypoint(): boolean {
+  try {
+    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url))
+  } catch {
+    return false // argv[1] is not a file (a REPL, `node -e`): we were imported, not run
+  }
+}
+if (isEntrypoint()) void main()

@@ -1,4 +1,4 @@
-import type { AppConfig } from '../../schemas/app-config.js'
+import type { AppConfig, KillSignal } from '../../schemas/app-config.js'
 import type { CheckStatus, DesiredState, MachineSpec, MachineState } from '../../schemas/catalog-records.js'
 import { json, readJson, readNum, str } from './automerge-values.js'
 
@@ -45,7 +45,8 @@ export interface NewMachine {
  * whole, and one value per side makes a change half as expensive as a map per side (measured: 0.8 vs
  * 1.6 ms per Automerge change).
  */
-interface DesiredSide { state: DesiredState; reason: string; at: number; cordoned: boolean }
+interface DesiredSide { state: DesiredState; reason: string; at: number; cordoned: boolean; stopSignal?: KillSignal; stopTimeout?: number }
+export interface StopOptions { signal?: KillSignal; timeoutMs?: number }
 interface ObservedSide { state: MachineState; reason: string; at: number; privateAddr?: string }
 interface HealthSide { checks: Record<string, CheckStatus>; ready: boolean; at: number }
 
@@ -62,11 +63,13 @@ function side<T>(d: Draft, id: string, name: 'desired' | 'observed' | 'health'):
   return readJson(d.machines[id][name]) as T
 }
 
-export function writeDesired(d: Draft, id: string, desired: DesiredState, reason: string, at: number): void {
+export function writeDesired(d: Draft, id: string, desired: DesiredState, reason: string, at: number, stop: StopOptions = {}): void {
   const current = side<DesiredSide>(d, id, 'desired')
   // a Machine asked to start again serves traffic again
   const cordoned = desired === 'started' ? false : current.cordoned
-  d.machines[id].desired = json({ state: desired, reason, at, cordoned } satisfies DesiredSide)
+  // every request gets a later timestamp than the one before, even within a millisecond: the supervisor
+  // tells requests apart by it
+  d.machines[id].desired = json({ state: desired, reason, at: Math.max(at, current.at + 1), cordoned, stopSignal: stop.signal, stopTimeout: stop.timeoutMs } satisfies DesiredSide)
 }
 
 export function writeCordoned(d: Draft, id: string, cordoned: boolean, reason: string, at: number): void {

@@ -53,6 +53,8 @@ function readMachineRecord(raw: Raw): MachineRecord {
     desiredReason: desired.reason ?? '',
     desiredAt: desired.at,
     cordoned: desired.cordoned ?? false,
+    stopSignal: desired.stopSignal,
+    stopTimeout: desired.stopTimeout,
     state: observed.state,
     stateReason: observed.reason ?? '',
     stateAt: observed.at,
@@ -71,7 +73,7 @@ function diffMachine(prev: MachineRecord | undefined, next: MachineRecord | unde
   if (next === undefined) return prev === undefined ? [] : [{ type: 'machine.removed', app: prev.app, machineId: prev.id }]
   if (prev === undefined) return [{ type: 'machine.upserted', machine: next }]
   const events: CatalogEventBody[] = []
-  const controlChanged = prev.desired !== next.desired || prev.desiredReason !== next.desiredReason || prev.cordoned !== next.cordoned ||
+  const controlChanged = prev.desired !== next.desired || prev.desiredReason !== next.desiredReason || prev.desiredAt !== next.desiredAt || prev.cordoned !== next.cordoned || prev.stopSignal !== next.stopSignal || prev.stopTimeout !== next.stopTimeout ||
     prev.region !== next.region || prev.node !== next.node || prev.appVersion !== next.appVersion || !sameJson(prev.spec, next.spec)
   const stateChanged = prev.state !== next.state || prev.stateReason !== next.stateReason
   const addrChanged = prev.privateAddr !== next.privateAddr

@@ -186,3 +186,19 @@ describe('quarantine', () => {
     expect(third.getApp('api')?.name).toBe('api')
   })
 })
+
+describe('retries', () => {
+  test('starting a failed Machine again is a new request, even with the same reason', async () => {
+    const catalog = await openAt()
+    await catalog.deployApp(webConfig())
+    const m = await catalog.createMachine({ app: 'web', region: 'ams', node: 'ams-1', spec: { cmd: ['x'] } })
+    await catalog.setDesiredState(m.id, 'started', 'api: start')
+    await catalog.reportObserved(m.id, { state: 'failed', reason: 'EP_MACHINE_CRASH_LOOP: exited 5 times' })
+    const before = catalog.getMachine(m.id)?.desiredAt as number
+    const events: CatalogEvent[] = []
+    catalog.subscribe({}, (e) => events.push(e))
+    await catalog.setDesiredState(m.id, 'started', 'api: start')
+    expect(events.map((e) => e.type)).toEqual(['machine.upserted'])
+    expect(catalog.getMachine(m.id)?.desiredAt).toBeGreaterThan(before)
+  })
+})

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import { LogsQuerySchema, MachineCreateBodySchema, MachinesQuerySchema, parseInput } from '../../schemas/api-bodies.js'
+import { MachineStopBodySchema } from '../../schemas/machine-requests.js'
 import { EdgeProxyError } from '../../schemas/errors.js'
 import type { AdminApiComponents } from './components.js'
 import { placeMachine } from './placement.js'
@@ -46,7 +47,9 @@ export function machinesRoutes(server: FastifyInstance, c: AdminApiComponents): 
   for (const [action, desired] of Object.entries(ACTIONS)) {
     server.post<{ Params: { id: string } }>(`/v1/machines/:id/${action}`, async (req) => {
       requireMachine(req.params.id)
-      return c.catalog.setDesiredState(req.params.id, desired, `api: ${action}`)
+      // stop takes Fly's optional body {signal, timeout}; a bad signal or timeout is a 400 naming the field
+      const stop = action === 'stop' ? parseInput(MachineStopBodySchema, req.body ?? {}, 'body') : {}
+      return c.catalog.setDesiredState(req.params.id, desired, `api: ${action}`, { signal: stop.signal, timeoutMs: stop.timeout })
     })
   }
 

@@ -1,6 +1,7 @@
 import type { Command } from 'commander'
 import { rootLogger } from '../logger.js'
-import { type DaemonOptions, startDaemon } from '../daemon.js'
+import { type Daemon, type DaemonOptions, startDaemon } from '../daemon.js'
+import { DEMO_APP, ensureDemoApp } from '../dev-demo.js'
 import { fail } from './output.js'
 import { parseHostPort, parseRegion, parseRoles } from './options.js'
 
@@ -28,10 +29,17 @@ function toOptions(flags: DaemonFlags): DaemonOptions {
 }
 
 /** Runs a node until SIGTERM or SIGINT, then stops every component cleanly. */
-async function runUntilSignalled(options: DaemonOptions, logLevel: string | undefined, banner?: (adminAddr: string) => string): Promise<void> {
+async function runUntilSignalled(options: DaemonOptions, logLevel: string | undefined, afterStart?: (daemon: Daemon) => Promise<void>): Promise<void> {
   const log = rootLogger(logLevel)
   const daemon = await startDaemon(options, log)
-  if (banner !== undefined) process.stderr.write(banner(daemon.admin.address()))
+  if (afterStart !== undefined) {
+    try {
+      await afterStart(daemon)
+    } catch (err) {
+      await daemon.stop()
+      throw err
+    }
+  }
   await new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals): void => {
       log.info({ signal }, 'signal received')
@@ -78,14 +86,18 @@ export function registerDaemonCommands(program: Command): void {
     .action(async (flags: Omit<DaemonFlags, 'roles' | 'fsync'>) => {
       try {
         const options = toOptions({ ...flags, roles: 'edge,worker', fsync: true })
-        await runUntilSignalled(options, flags.logLevel, (admin) => [
-          '',
-          `  edgeproxy dev: node "${options.name}" in ${options.region}, data in ${options.dataDir}`,
-          `  admin API   http://${admin}   (try: npx edgeproxy catalog nodes)`,
-          '  stop with Ctrl-C',
-          '',
-          '',
-        ].join('\n'))
+        await runUntilSignalled(options, flags.logLevel, async (daemon) => {
+          await ensureDemoApp(daemon.catalog, { name: options.name, region: options.region })
+          process.stderr.write([
+            '',
+            `  edgeproxy dev: node "${options.name}" (edge + worker) in ${options.region}, data in ${options.dataDir}`,
+            `  demo app      ${DEMO_APP} with 2 Machines (npx edgeproxy machines ls)`,
+            `  admin API     http://${daemon.admin.address()}   dashboard http://${daemon.admin.address()}/ui`,
+            '  stop with Ctrl-C',
+            '',
+            '',
+          ].join('\n'))
+        })
       } catch (err) {
         fail(err)
       }

@@ -181,3 +181,17 @@ describe('certificates', () => {
     expect(catalog.listCerts()).toEqual([])
   })
 })
+
+describe('stop requests', () => {
+  test('a stop may name its signal and timeout (Fly\'s stop body); a bad signal or timeout is a 400 naming the field', async () => {
+    await startApi()
+    await call('PUT', '/v1/apps/web', FLY_TOML, { 'content-type': 'text/plain' })
+    const m = (await call('POST', '/v1/apps/web/machines', JSON.stringify({ cmd: ['x'] }))).json as { id: string }
+    const ok = await call('POST', `/v1/machines/${m.id}/stop`, JSON.stringify({ signal: 'term', timeout: '2s' }))
+    expect(ok.json).toMatchObject({ desired: 'stopped', stopSignal: 'SIGTERM', stopTimeout: 2000 })
+    const badSignal = await call('POST', `/v1/machines/${m.id}/stop`, JSON.stringify({ signal: 'SIGWHATEVER' }))
+    expect(badSignal).toMatchObject({ status: 400, json: { code: 'EP_INVALID_REQUEST', path: 'body.signal' } })
+    const badTimeout = await call('POST', `/v1/machines/${m.id}/stop`, JSON.stringify({ timeout: '10 minutes' }))
+    expect(badTimeout).toMatchObject({ status: 400, json: { path: 'body.timeout' } })
+  })
+})
