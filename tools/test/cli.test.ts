@@ -5,6 +5,8 @@ import { request } from 'undici'
 import { openCatalog } from '../../catalog/index.js'
 import { type DaemonProcess, runCli, startDaemonProcess } from '../../test/helpers/cli.js'
 import { tempDir } from '../../test/helpers/temp-dir.js'
+import { waitFor } from '../../test/helpers/wait-for.js'
+import { demoAppCommand } from '../../machines/index.js'
 
 let dir: Awaited<ReturnType<typeof tempDir>>
 let daemon: DaemonProcess | undefined
@@ -154,5 +156,36 @@ describe('durability', () => {
     } finally {
       await catalog.close()
     }
+  })
+})
+
+describe('Machines really run', () => {
+  test('machines run starts a real process whose logs the CLI prints; destroy ends it', async () => {
+    const node = await startNode()
+    const api = ['--api', node.api]
+    await writeFile(join(dir.path, 'fly.toml'), FLY_TOML)
+    await runCli([...api, 'apps', 'deploy'], { cwd: dir.path })
+    const run = await runCli([...api, '--json', 'machines', 'run', '--app', 'web', '--', ...demoAppCommand()])
+    const { id } = JSON.parse(run.stdout) as { id: string }
+
+    const started = await waitFor(async () => {
+      const res = await request(`${node.api}/v1/machines/${id}`)
+      const m = (await res.body.json()) as { state: string; ready: boolean; privateAddr?: string }
+      return m.state === 'started' && m.ready ? m : undefined
+    }, { timeoutMs: 15_000, what: 'the Machine to be started and ready' })
+    const hello = await request(`http://${started.privateAddr}:8080/`)
+    expect(await hello.body.json()).toMatchObject({ app: 'web', machine: id, region: 'ams' })
+
+    const logs = await runCli([...api, 'machines', 'logs', id])
+    expect(logs.code).toBe(0)
+    expect(logs.stdout).toContain(`demo app web (Machine ${id}, region ams) listening on http://${started.privateAddr}:8080`)
+
+    expect((await runCli([...api, 'machines', 'destroy', id])).code).toBe(0)
+    await waitFor(async () => {
+      const res = await request(`${node.api}/v1/machines/${id}`)
+      const m = (await res.body.json()) as { state?: string }
+      return res.statusCode === 404 || m.state === 'destroyed'
+    }, { timeoutMs: 15_000, what: 'the Machine to be destroyed' })
+    await expect(request(`http://${started.privateAddr}:8080/`)).rejects.toThrow(/ECONNREFUSED/)
   })
 })
