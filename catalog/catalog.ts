@@ -295,7 +295,7 @@ class LevelCatalog implements Catalog {
 
   digest(): Map<DocId, string[]> {
     const out = new Map<DocId, string[]>()
-    for (const s of this.registry.states.values()) if (s.persisted && !s.quarantined) out.set(s.docId, [...s.heads].sort())
+    for (const s of this.registry.states.values()) if (s.persisted && !s.quarantined) out.set(s.docId, [...s.durableHeads].sort())
     return out
   }
 
@@ -330,7 +330,14 @@ class LevelCatalog implements Catalog {
     const s = state as AmSyncState
     const docState = this.registry.state(s.docId, true) as DocState
     if (docState.quarantined) return null
-    const doc = await this.registry.load(docState)
+    await this.registry.load(docState)
+    // a write may have replaced (and freed) the handle load() resolved with: take the current one
+    let doc = this.registry.current(s.docId)
+    for (let attempt = 0; doc === undefined && attempt < 3; attempt++) {
+      await this.registry.load(docState)
+      doc = this.registry.current(s.docId)
+    }
+    if (doc === undefined) throw new EdgeProxyError('EP_INTERNAL', `document ${s.docId} could not be kept loaded for a sync message`)
     const [next, message] = A.generateSyncMessage(doc, s.am)
     s.am = next
     return message
@@ -368,7 +375,7 @@ function parseDocId(docId: string): DocId {
 
 function quarantinedState(docId: DocId): DocState {
   const kind = kindOf(docId)
-  return { docId, kind, view: kind.emptyView(docId), heads: [], docHash: '', chgFirst: 0, chgNext: 0, persisted: false, quarantined: true }
+  return { docId, kind, view: kind.emptyView(docId), heads: [], durableHeads: [], docHash: '', chgFirst: 0, chgNext: 0, persisted: false, quarantined: true }
 }
 
 function sameChecks(a: Record<string, string>, b: Record<string, string>): boolean {

@@ -15,6 +15,8 @@ export interface DocState {
   readonly kind: DocKind<unknown>
   view: unknown
   heads: string[]
+  /** Heads as of the last durable batch (what digest() reports: peers must not see heads before events). */
+  durableHeads: string[]
   /** sha256 of `doc/<id>`: a mismatch at start-up means the bytes on disk are corrupt. */
   docHash: string
   /** `chg/<id>/<n>` holds n in [chgFirst, chgNext). */
@@ -71,7 +73,7 @@ export class DocRegistry {
     const kind = kindOf(docId)
     const doc = this.rootDoc(docId)
     const state: DocState = {
-      docId, kind, view: kind.emptyView(docId), heads: A.getHeads(doc), docHash: '', chgFirst: 0, chgNext: 0, persisted: false, quarantined: false,
+      docId, kind, view: kind.emptyView(docId), heads: A.getHeads(doc), durableHeads: [], docHash: '', chgFirst: 0, chgNext: 0, persisted: false, quarantined: false,
     }
     this.states.set(docId, state)
     this.remember(docId, doc)

@@ -155,7 +155,10 @@ export class WritePipeline {
       }
     }
 
-    for (const { state } of before.values()) state.persisted = state.persisted || !state.quarantined
+    for (const { state } of before.values()) {
+      state.persisted = state.persisted || !state.quarantined
+      state.durableHeads = state.heads
+    }
     const published = staged.flatMap((s) => s.result.events)
     try {
       this.hooks.published(published)
@@ -209,7 +212,12 @@ export class WritePipeline {
       fresh = A.getChangesSince(next, beforeHeads)
       if (fresh.length === 0) {
         const missingDeps = A.getMissingDeps(next, []).length > 0
-        if (remote) A.free(next)
+        if (remote && missingDeps) {
+          // nothing applied, but the copy queues changes that wait for their dependencies: keep it, so the
+          // sync that brings those dependencies applies them too (they are validated then, when applied)
+          this.registry.remember(op.docId, next)
+          A.free(doc)
+        } else if (remote) A.free(next)
         else this.registry.remember(op.docId, next)
         return { result: { ...EMPTY, missingDeps } }
       }

@@ -4,6 +4,7 @@ import { type Catalog, openCatalog } from '../catalog/index.js'
 import type { Role } from '../schemas/catalog-records.js'
 import { EdgeProxyError } from '../schemas/errors.js'
 import { machineSupervisor, type MachineSupervisor, readMachineLogs } from '../machines/index.js'
+import { proxyServer, type ProxyServer } from '../proxy/index.js'
 import { type AdminApi, adminApi } from './admin-api/server.js'
 import { VERSION } from './version.js'
 
@@ -18,12 +19,18 @@ export interface DaemonOptions {
   fsync?: boolean
   /** Loopback range for Machine addresses on this worker (default 127.66.0.0/16). */
   machineRange?: string
+  /** Edge: where public listeners bind (default 127.0.0.1), and public port → bound port (dev: 80→8080, 443→8443). */
+  publicAddr?: string
+  portMap?: Readonly<Record<number, number>>
+  /** Apps answer on `<app>.<domain>` (default localhost). */
+  domain?: string
 }
 
 export interface Daemon {
   readonly catalog: Catalog
   readonly admin: AdminApi
   readonly machines: MachineSupervisor | undefined
+  readonly proxy: ProxyServer | undefined
   readonly log: Logger
   stop(): Promise<void>
 }
@@ -64,6 +71,16 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
       started.push(machines)
     }
 
+    // The proxy starts after the Machines (it routes to them) and, being stopped before them, drains its
+    // in-flight requests while they still answer.
+    const proxy = options.roles.includes('edge')
+      ? proxyServer({ region: options.region, publicAddr: options.publicAddr, portMap: options.portMap, domain: options.domain })({ catalog, log: log.child({ component: 'proxy' }) })
+      : undefined
+    if (proxy !== undefined) {
+      await proxy.start()
+      started.push(proxy)
+    }
+
     const logs = worker
       ? { read: (id: string, o: { follow: boolean; tail: number; signal: AbortSignal }) => readMachineLogs(options.dataDir, id, o) }
       : undefined
@@ -76,6 +93,7 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
       region: options.region,
       roles: options.roles,
       admin: admin.address(),
+      publicAddr: proxy === undefined ? undefined : (options.publicAddr ?? '127.0.0.1'),
       gossip: [],
       startedAt: Date.now(),
       load: { machines: 0, connections: 0 },
@@ -88,6 +106,7 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
       catalog,
       admin,
       machines,
+      proxy,
       log,
       stop() {
         stopping ??= (async () => {

@@ -23,6 +23,7 @@ function parseViewRecord(docId: DocId, value: Buffer): DocState {
     kind,
     view: kind.deserialize(docId, raw.data),
     heads: raw.heads,
+    durableHeads: raw.heads,
     docHash: raw.docHash,
     chgFirst: raw.chgFirst,
     chgNext: raw.chgNext,

@@ -3,7 +3,8 @@ import { rootLogger } from '../logger.js'
 import { type Daemon, type DaemonOptions, startDaemon } from '../daemon.js'
 import { DEMO_APP, ensureDemoApp } from '../dev-demo.js'
 import { fail } from './output.js'
-import { parseHostPort, parseRegion, parseRoles } from './options.js'
+import { parseHostPort, parsePortMap, parseRegion, parseRoles } from './options.js'
+import { DEV_PORT_MAP } from '../../proxy/index.js'
 
 interface DaemonFlags {
   dataDir: string
@@ -14,6 +15,9 @@ interface DaemonFlags {
   adminTokenFile?: string
   logLevel?: string
   fsync: boolean
+  publicAddr?: string
+  portMap?: string
+  domain?: string
 }
 
 function toOptions(flags: DaemonFlags): DaemonOptions {
@@ -25,6 +29,9 @@ function toOptions(flags: DaemonFlags): DaemonOptions {
     admin: parseHostPort(flags.admin, '--admin'),
     adminTokenFile: flags.adminTokenFile,
     fsync: flags.fsync,
+    publicAddr: flags.publicAddr,
+    portMap: flags.portMap === undefined ? undefined : parsePortMap(flags.portMap),
+    domain: flags.domain,
   }
 }
 
@@ -67,6 +74,9 @@ export function registerDaemonCommands(program: Command): void {
     .option('--admin-token-file <file>', 'bearer token required by the admin API (mandatory off loopback)')
     .option('--log-level <level>', 'trace, debug, info, warn or error')
     .option('--no-fsync', 'do not fsync catalog writes (faster; a power cut may lose the newest writes)')
+    .option('--public-addr <ip>', 'edge: address public listeners bind', '127.0.0.1')
+    .option('--port-map <pairs>', 'edge: public port → bound port, e.g. 80=8080,443=8443 (default: the same port)')
+    .option('--domain <domain>', 'apps answer on <app>.<domain>', 'localhost')
     .action(async (flags: DaemonFlags) => {
       try {
         await runUntilSignalled(toOptions(flags), flags.logLevel)
@@ -83,15 +93,16 @@ export function registerDaemonCommands(program: Command): void {
     .option('--region <code>', 'region code', 'ams')
     .option('--admin <host:port>', 'admin API address', '127.0.0.1:4280')
     .option('--log-level <level>', 'trace, debug, info, warn or error', 'info')
+    .option('--domain <domain>', 'apps answer on <app>.<domain>', 'localhost')
     .action(async (flags: Omit<DaemonFlags, 'roles' | 'fsync'>) => {
       try {
-        const options = toOptions({ ...flags, roles: 'edge,worker', fsync: true })
+        const options = { ...toOptions({ ...flags, roles: 'edge,worker', fsync: true }), portMap: { ...DEV_PORT_MAP } }
         await runUntilSignalled(options, flags.logLevel, async (daemon) => {
           await ensureDemoApp(daemon.catalog, { name: options.name, region: options.region })
           process.stderr.write([
             '',
             `  edgeproxy dev: node "${options.name}" (edge + worker) in ${options.region}, data in ${options.dataDir}`,
-            `  demo app      ${DEMO_APP} with 2 Machines (npx edgeproxy machines ls)`,
+            `  demo app      ${DEMO_APP} with 2 Machines: http://${DEMO_APP}.${options.domain ?? 'localhost'}:8080 (301 to https://${DEMO_APP}.${options.domain ?? 'localhost'}:8443)`,
             `  admin API     http://${daemon.admin.address()}   dashboard http://${daemon.admin.address()}/ui`,
             '  stop with Ctrl-C',
             '',

@@ -28,3 +28,16 @@ export function parseSeq(value: string, flag: string): number {
 }
 
 export const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
+
+/** `--port-map 80=8080,443=8443`: public port → port bound on this node. */
+export function parsePortMap(value: string): Record<number, number> {
+  const map: Record<number, number> = {}
+  for (const pair of value.split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+    const m = /^(\d{1,5})=(\d{1,5})$/.exec(pair)
+    const from = m === null ? NaN : Number(m[1])
+    const to = m === null ? NaN : Number(m[2])
+    if (m === null || from < 1 || from > 65535 || to > 65535) throw new EdgeProxyError('EP_INVALID_REQUEST', `--port-map: expected PUBLIC=BOUND pairs such as 80=8080,443=8443, got "${pair}"`)
+    map[from] = to
+  }
+  return map
+}

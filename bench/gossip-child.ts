@@ -1,0 +1,87 @@
+import '../tools/polyfills.js'
+import pino from 'pino'
+import { openCatalog } from '../catalog/index.js'
+import { digestHash } from '../gossip/digest.js'
+import { gossipNode, readFleetKey } from '../gossip/index.js'
+import { parseAppConfigText } from '../schemas/parse-app-config.js'
+
+/**
+ * One daemon-like node of the gossip benchmark: a catalog in its own data dir and a gossip node, driven by
+ * the parent over IPC (write an app, report digest and memory, stop). It reports when each benchmark app
+ * becomes visible here, by the catalog event the proxy would see.
+ */
+export interface GossipChildConfig {
+  name: string
+  dataDir: string
+  fleetKeyPath: string
+  ip: string
+  bootstrap: string[]
+  /** Relay address to announce instead of the listen address (partition phase). */
+  announce?: string
+  fsync: boolean
+}
+
+export type ToChild =
+  | { type: 'write'; app: string }
+  | { type: 'digest'; id: number }
+  | { type: 'stats'; id: number }
+  | { type: 'stop' }
+
+export type FromChild =
+  | { type: 'ready'; peerId: string; listen: string[]; addrs: string[] }
+  | { type: 'wrote'; app: string; t: number }
+  | { type: 'seen'; app: string; t: number }
+  | { type: 'digest'; id: number; hash: string }
+  | { type: 'stats'; id: number; rss: number; heapUsed: number; cpuMs: number; peers: number; meshPeers: number; nodesUp: number }
+
+const cfg = JSON.parse(process.argv[2] ?? '{}') as GossipChildConfig
+const send = (m: FromChild): void => { process.send?.(m) }
+const log = pino({ level: process.env.BENCH_GOSSIP_LOG ?? 'error' }, pino.destination(2))
+const config = (app: string) => parseAppConfigText(`app = "${app}"\nprimary_region = "ams"\n[http_service]\ninternal_port = 8080\n`).config
+
+const catalog = await openCatalog({ dataDir: cfg.dataDir, nodeName: cfg.name, logger: log, sync: cfg.fsync })
+const gossip = gossipNode({
+  listen: [`/ip4/${cfg.ip}/tcp/0`],
+  bootstrap: cfg.bootstrap,
+  fleetKey: await readFleetKey(cfg.fleetKeyPath),
+  dataDir: cfg.dataDir,
+  self: { region: 'ams', roles: ['edge', 'worker'], version: 'bench' },
+  ipColocationFactorWeight: 0, // every node shares the loopback IP range
+  ...(cfg.announce === undefined ? {} : { announce: [cfg.announce], dialFrom: cfg.ip }),
+})({ catalog, log })
+await gossip.start()
+
+catalog.subscribe({}, (e) => {
+  if (e.type === 'app.upserted' && e.app.name.startsWith('b-')) send({ type: 'seen', app: e.app.name, t: Date.now() })
+})
+
+process.on('message', (m: ToChild) => {
+  void handle(m).catch((err: unknown) => log.error({ err, m }, 'bench command failed'))
+})
+
+async function handle(m: ToChild): Promise<void> {
+  switch (m.type) {
+    case 'write': {
+      const t = Date.now()
+      await catalog.deployApp(config(m.app))
+      send({ type: 'wrote', app: m.app, t })
+      break
+    }
+    case 'digest':
+      send({ type: 'digest', id: m.id, hash: Buffer.from(digestHash(catalog.digest())).toString('hex') })
+      break
+    case 'stats': {
+      const s = gossip.stats()
+      const cpu = process.cpuUsage()
+      const mem = process.memoryUsage()
+      send({ type: 'stats', id: m.id, rss: mem.rss, heapUsed: mem.heapUsed, cpuMs: (cpu.user + cpu.system) / 1000, peers: s.peers, meshPeers: s.meshPeers, nodesUp: s.nodesUp })
+      break
+    }
+    case 'stop':
+      await gossip.stop()
+      await catalog.close()
+      process.exit(0)
+  }
+}
+
+send({ type: 'ready', peerId: gossip.peerId, listen: gossip.listenAddrs(), addrs: gossip.multiaddrs() })

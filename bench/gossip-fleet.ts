@@ -1,0 +1,126 @@
+import { type ChildProcess, fork } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { type ChaosRelay, startChaosRelay } from '../test/helpers/chaos-relay.js'
+import type { FromChild, GossipChildConfig, ToChild } from './gossip-child.js'
+
+/**
+ * The benchmark's fleet: N child processes on loopback, each with its own 127.0.0.x; optionally a chaos relay
+ * in front of each (the only address it announces) so that the fleet can be partitioned.
+ */
+export interface FleetOptions {
+  dir: string
+  fleetKeyPath: string
+  nodes: number
+  relayed: boolean
+  fsync: boolean
+  onMessage?: (node: BenchNode, m: FromChild) => void
+}
+
+type Stats = Extract<FromChild, { type: 'stats' }>
+
+export class BenchNode {
+  private nextId = 1
+  private readonly waiting = new Map<number, (m: FromChild) => void>()
+  peerId = ''
+  address = ''
+
+  constructor(readonly name: string, readonly ip: string, readonly child: ChildProcess, readonly relay: ChaosRelay | undefined) {}
+
+  send(m: ToChild): void { this.child.send(m) }
+
+  /** Resolves the answer that carries this request's id. */
+  async ask<T extends FromChild>(m: { type: 'digest' | 'stats' }, timeoutMs = 10_000): Promise<T> {
+    const id = this.nextId++
+    return await new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => { this.waiting.delete(id); reject(new Error(`${this.name} did not answer ${m.type}`)) }, timeoutMs)
+      this.waiting.set(id, (reply) => { clearTimeout(timer); resolve(reply as T) })
+      this.send({ ...m, id })
+    })
+  }
+
+  answer(m: FromChild): boolean {
+    if (!('id' in m)) return false
+    const w = this.waiting.get(m.id)
+    this.waiting.delete(m.id)
+    w?.(m)
+    return w !== undefined
+  }
+
+  async stats(): Promise<Stats> { return await this.ask<Stats>({ type: 'stats' }) }
+  async digest(): Promise<string> { return (await this.ask<Extract<FromChild, { type: 'digest' }>>({ type: 'digest' })).hash }
+}
+
+function childEntry(): { file: string; execArgv: string[] } {
+  const js = join(import.meta.dirname, 'gossip-child.js')
+  if (existsSync(js)) return { file: js, execArgv: [] }
+  return { file: join(import.meta.dirname, 'gossip-child.ts'), execArgv: ['--import', 'tsx'] } // run from source
+}
+
+export async function startFleet(o: FleetOptions): Promise<BenchNode[]> {
+  const nodes: BenchNode[] = []
+  const start = async (i: number, bootstrap: string[]): Promise<BenchNode> => {
+    const name = `n${String(i + 1).padStart(2, '0')}`
+    const ip = `127.0.0.${20 + i}`
+    const relay = o.relayed ? await startChaosRelay({ target: { host: ip, port: 1 }, seed: i + 1 }) : undefined
+    const cfg: GossipChildConfig = {
+      name, dataDir: join(o.dir, name), fleetKeyPath: o.fleetKeyPath, ip, bootstrap, fsync: o.fsync,
+      ...(relay === undefined ? {} : { announce: relay.multiaddr() }),
+    }
+    const { file, execArgv } = childEntry()
+    const child = fork(file, [JSON.stringify(cfg)], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    const node = new BenchNode(name, ip, child, relay)
+    nodes.push(node)
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${name} did not start within 60 s`)), 60_000)
+      child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`${name} exited with ${code} before it was ready`)) })
+      child.on('message', (m: FromChild) => {
+        if (m.type === 'ready') {
+          clearTimeout(timer)
+          node.peerId = m.peerId
+          const port = Number(m.listen[0]?.split('/tcp/')[1]?.split('/')[0])
+          relay?.setTarget({ host: ip, port })
+          node.address = relay === undefined ? m.addrs[0] : `${relay.multiaddr()}/p2p/${m.peerId}`
+          resolve()
+        } else if (!node.answer(m)) {
+          o.onMessage?.(node, m)
+        }
+      })
+    })
+    child.removeAllListeners('exit')
+    return node
+  }
+  try {
+    const seed = await start(0, [])
+    // the others start together, as a fleet rebooting would (CPU-bound: 10–17 s for 19 on 2 cores)
+    await Promise.all(Array.from({ length: o.nodes - 1 }, async (_, k) => { await start(k + 1, [seed.address]) }))
+  } catch (err) {
+    await stopFleet(nodes)
+    throw err
+  }
+  return nodes
+}
+
+export async function stopFleet(nodes: BenchNode[]): Promise<void> {
+  await Promise.all(nodes.map(async (n) => {
+    if (n.child.exitCode === null) {
+      const exited = new Promise((resolve) => n.child.once('exit', resolve))
+      n.send({ type: 'stop' })
+      const timer = setTimeout(() => n.child.kill('SIGKILL'), 10_000)
+      await exited
+      clearTimeout(timer)
+    }
+    await n.relay?.close()
+  }))
+}
+
+/** Polls until every node reports the same digest hash; returns the ms it took. */
+export async function untilConverged(nodes: BenchNode[], timeoutMs: number): Promise<number> {
+  const started = performance.now()
+  for (;;) {
+    const hashes = await Promise.all(nodes.map((n) => n.digest()))
+    if (hashes.every((h) => h === hashes[0])) return performance.now() - started
+    if (performance.now() - started > timeoutMs) throw new Error(`no convergence within ${timeoutMs} ms`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}

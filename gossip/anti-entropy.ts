@@ -1,0 +1,242 @@
+import type { Connection, Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Logger } from 'pino'
+import { GOSSIP_LIMITS } from '../schemas/gossip-messages.js'
+import type { GossipLibp2p } from './libp2p-node.js'
+import type { GossipCounters } from './stats.js'
+import { SyncChannel, SyncProtocolError } from './sync-channel.js'
+import { type SyncReplica, type SyncSessionResult, syncAsInitiator, syncAsResponder } from './sync-protocol.js'
+import { Throttle } from './throttle.js'
+
+/**
+ * When to sync, with whom, and how much to allow (DESIGN §3): with a peer as soon as it subscribes to the
+ * changes topic (connect, reconnect after a partition), with a few random peers every interval, and on
+ * demand (a change arrived whose dependencies we lack; a publish reached nobody). One session per peer at
+ * a time; a request during a session runs once more after it. Inbound sessions are rate-limited per peer.
+ */
+export const SYNC_PROTOCOL = '/edgeproxy/sync/1'
+const RETRIES = 4
+const RETRY_BASE_MS = 150
+/** At most one spread per this long, so that a busy fleet does not turn every sync into three more. */
+const SPREAD_EVERY_MS = 500
+const STOP_WAIT_MS = 2_000
+
+export interface AntiEntropyOptions {
+  intervalMs: number
+  /** Random peers synced each interval. */
+  fanout: number
+  sessionTimeoutMs: number
+  frameTimeoutMs: number
+  maxFrameBytes: number
+  docsPerRound: number
+  maxRoundsPerDoc: number
+  /** Inbound sessions a peer may start: sustained rate and burst. */
+  inboundPerSecond: number
+  inboundBurst: number
+}
+
+export interface AntiEntropyDeps {
+  libp2p: GossipLibp2p
+  replica: SyncReplica
+  log: Logger
+  counters: GossipCounters
+}
+
+export class AntiEntropy {
+  private readonly running = new Map<string, Promise<void>>()
+  private readonly again = new Set<string>()
+  private readonly inboundActive = new Map<string, number>()
+  private readonly throttle: Throttle
+  private readonly stopping = new AbortController()
+  private readonly retries = new Set<NodeJS.Timeout>()
+  /** Open sync streams, both directions, reset on stop. */
+  private readonly streams = new Set<Stream>()
+  private timer: NodeJS.Timeout | undefined
+  private lastSpread = -Infinity
+
+  constructor(private readonly d: AntiEntropyDeps, private readonly o: AntiEntropyOptions) {
+    this.throttle = new Throttle({ perSecond: o.inboundPerSecond, burst: o.inboundBurst })
+  }
+
+  async start(): Promise<void> {
+    await this.d.libp2p.handle(SYNC_PROTOCOL, (stream, connection) => this.answer(stream, connection), {
+      maxInboundStreams: 16,
+      maxOutboundStreams: 16,
+    })
+    this.scheduleTick()
+  }
+
+  async stop(): Promise<void> {
+    clearTimeout(this.timer)
+    this.timer = undefined
+    for (const t of this.retries) clearTimeout(t)
+    this.retries.clear()
+    this.stopping.abort(new Error('gossip stopping'))
+    // a stream's graceful close can wait on a stalled connection: reset them all, then wait a bounded time
+    for (const stream of this.streams) stream.abort(new Error('gossip stopping'))
+    const sessions = Promise.allSettled([...this.running.values()])
+    let timer: NodeJS.Timeout | undefined
+    const gaveUp = await Promise.race([sessions.then(() => false), new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), STOP_WAIT_MS) })])
+    clearTimeout(timer)
+    if (gaveUp) this.d.log.warn({ peers: [...this.running.keys()] }, 'sync sessions did not end in time; stopping anyway')
+    await this.d.libp2p.unhandle(SYNC_PROTOCOL).catch((err: unknown) => this.d.log.debug({ err }, 'unhandle sync protocol failed'))
+  }
+
+  /** Syncs with `peer` soon; coalesces with a session already running. */
+  request(peer: string, reason: string, attempt = 0): void {
+    if (this.stopping.signal.aborted) return
+    if (this.running.has(peer)) { this.again.add(peer); return }
+    const run = this.session(peer, reason).then((ok) => {
+      this.running.delete(peer)
+      if (this.again.delete(peer)) this.request(peer, 'requested during the last session')
+      else if (!ok) this.retry(peer, reason, attempt)
+    })
+    this.running.set(peer, run)
+  }
+
+  /**
+   * A session that failed for a transient reason (a connection replaced during a simultaneous dial, a reset)
+   * is retried a few times with backoff while the peer stays connected, rather than waiting for the interval.
+   */
+  private retry(peer: string, reason: string, attempt: number): void {
+    if (attempt >= RETRIES || this.stopping.signal.aborted) return
+    if (!this.d.libp2p.getPeers().some((p) => p.toString() === peer)) return
+    const timer = setTimeout(() => {
+      this.retries.delete(timer)
+      this.request(peer, reason, attempt + 1)
+    }, RETRY_BASE_MS * 2 ** attempt)
+    timer.unref()
+    this.retries.add(timer)
+  }
+
+  requestAll(reason: string): void {
+    for (const p of this.d.libp2p.getPeers()) this.request(p.toString(), reason)
+  }
+
+  /** Runs one session with `peer` now and reports it (tests, admin). */
+  async syncWith(peer: string): Promise<SyncSessionResult> {
+    return await this.initiate(peer)
+  }
+
+  /** Resolves when no session this node started is running. */
+  async idle(): Promise<void> {
+    while (this.running.size > 0) await Promise.allSettled([...this.running.values()])
+  }
+
+  private scheduleTick(): void {
+    if (this.stopping.signal.aborted) return
+    // ±20 % jitter so that a fleet started together does not sync in lock step
+    const delay = this.o.intervalMs * (0.8 + Math.random() * 0.4)
+    this.timer = setTimeout(() => {
+      const peers = this.d.libp2p.getPeers().map(String)
+      for (const p of pickRandom(peers, this.o.fanout)) this.request(p, 'interval')
+      this.scheduleTick()
+    }, delay)
+    this.timer.unref()
+  }
+
+  /** False when the session failed and may be retried. */
+  private async session(peer: string, reason: string): Promise<boolean> {
+    try {
+      const r = await this.initiate(peer)
+      if (!r.inSync) this.d.log.debug({ peer, reason, ...r }, 'sync session done')
+      return r.failed === 0
+    } catch (err) {
+      if (this.stopping.signal.aborted) return true
+      if (err instanceof SyncProtocolError) {
+        this.d.counters.syncProtocolErrors++
+        this.d.log.warn({ err, peer, reason }, 'peer broke the sync protocol; session dropped')
+        return true // not retried: the next interval tries again
+      }
+      this.d.counters.syncFailed++
+      this.d.log.debug({ err, peer, reason }, 'sync session failed')
+      return false
+    }
+  }
+
+  private async initiate(peer: string): Promise<SyncSessionResult> {
+    const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(this.o.sessionTimeoutMs)])
+    const stream = await this.d.libp2p.dialProtocol(peerIdFromString(peer), SYNC_PROTOCOL, { signal })
+    this.d.counters.syncInitiated++
+    this.streams.add(stream)
+    try {
+      const ch = new SyncChannel(stream, { maxFrameBytes: this.o.maxFrameBytes, frameTimeoutMs: this.o.frameTimeoutMs, signal })
+      const r = await syncAsInitiator(ch, this.context(peer))
+      this.account(r, peer)
+      await stream.close({ signal }).catch(() => stream.abort(new Error('close failed')))
+      return r
+    } catch (err) {
+      stream.abort(err as Error)
+      throw err
+    } finally {
+      this.streams.delete(stream)
+    }
+  }
+
+  private async answer(stream: Stream, connection: Connection): Promise<void> {
+    const peer = connection.remotePeer.toString()
+    const active = this.inboundActive.get(peer) ?? 0
+    if (active >= 2 || !this.throttle.take(peer)) {
+      this.d.counters.syncThrottled++
+      stream.abort(new Error('sync throttled'))
+      return
+    }
+    this.inboundActive.set(peer, active + 1)
+    this.streams.add(stream)
+    const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(this.o.sessionTimeoutMs)])
+    try {
+      const ch = new SyncChannel(stream, { maxFrameBytes: this.o.maxFrameBytes, frameTimeoutMs: this.o.frameTimeoutMs, signal })
+      const r = await syncAsResponder(ch, { ...this.context(peer), maxDocs: GOSSIP_LIMITS.digestDocs })
+      this.d.counters.syncAnswered++
+      this.account(r, peer)
+      await stream.close({ signal }).catch(() => stream.abort(new Error('close failed')))
+    } catch (err) {
+      if (err instanceof SyncProtocolError) {
+        this.d.counters.syncProtocolErrors++
+        this.d.log.warn({ err, peer }, 'peer broke the sync protocol; session dropped')
+      } else if (!this.stopping.signal.aborted) {
+        this.d.counters.syncFailed++
+        this.d.log.debug({ err, peer }, 'answering a sync session failed')
+      }
+      stream.abort(err as Error)
+    } finally {
+      this.streams.delete(stream)
+      const left = (this.inboundActive.get(peer) ?? 1) - 1
+      if (left <= 0) this.inboundActive.delete(peer)
+      else this.inboundActive.set(peer, left)
+    }
+  }
+
+  private context(peer: string) {
+    return {
+      replica: this.d.replica,
+      peer,
+      log: this.d.log.child({ peer }),
+      docsPerRound: this.o.docsPerRound,
+      maxRoundsPerDoc: this.o.maxRoundsPerDoc,
+      frameBudgetBytes: Math.floor(this.o.maxFrameBytes / 2),
+    }
+  }
+
+  private account(r: SyncSessionResult, peer: string): void {
+    if (r.inSync) this.d.counters.syncInSync++
+    this.d.counters.syncDocsConverged += r.converged
+    this.d.counters.syncDocsFailed += r.failed
+    // what arrives by sync is not re-broadcast: pass it on to a few other peers (push-pull epidemic); it
+    // stops by itself once they all have it, as in-sync peers learn nothing
+    if (r.learned > 0 && performance.now() - this.lastSpread >= SPREAD_EVERY_MS) {
+      this.lastSpread = performance.now()
+      const others = this.d.libp2p.getPeers().map(String).filter((p) => p !== peer)
+      for (const p of pickRandom(others, this.o.fanout)) this.request(p, 'spread what a sync brought')
+    }
+  }
+}
+
+function pickRandom<T>(items: T[], n: number): T[] {
+  const copy = [...items]
+  for (let i = copy.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1))
+    ;[copy[i], copy[j]] = [copy[j], copy[i]]
+  }
+  return copy.slice(0, n)
+}

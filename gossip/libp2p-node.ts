@@ -1,0 +1,116 @@
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { gossipsub, type GossipSub, type GossipSubComponents, StrictNoSign, StrictSign, type TopicValidatorResult } from '@libp2p/gossipsub'
+import type { TopicScoreParams } from '@libp2p/gossipsub/score'
+import { identify, type Identify } from '@libp2p/identify'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import { ping, type Ping } from '@libp2p/ping'
+import { preSharedKey } from '@libp2p/pnet'
+import { tcp, type TCPSocketOptions } from '@libp2p/tcp'
+import { createLibp2p } from 'libp2p'
+import type { HandshakeWatch } from './handshake-watch.js'
+
+/**
+ * The libp2p node of a daemon (DESIGN §3): TCP, the fleet key as private network, Noise, Yamux, identify,
+ * ping and gossipsub, tuned for a small trusted fleet. Peers are dialled by gossip/peer-dialer.ts rather
+ * than @libp2p/bootstrap, which needs a peer id in every address and dials only once.
+ */
+export type GossipServices = { identify: Identify; ping: Ping; pubsub: GossipPubSub }
+export type GossipLibp2p = Libp2p<GossipServices>
+
+/**
+ * Methods the gossipsub implementation has (dist/src/gossipsub.d.ts) but its exported interface omits:
+ * async validation needs the first, stats and tests the others.
+ */
+export interface GossipPubSub extends GossipSub {
+  reportMessageValidationResult(msgId: string, propagationSource: string, acceptance: TopicValidatorResult): void
+  getMeshPeers(topic: string): string[]
+  getScore(peerId: string): number
+}
+
+export interface Libp2pNodeInit {
+  privateKey: PrivateKey
+  /** The pre-shared key file's bytes (gossip/fleet-key.ts). */
+  fleetKey: Uint8Array
+  listen: string[]
+  /** Addresses peers should dial instead of the listen addresses (NAT, a relay in tests). */
+  announce?: string[]
+  /** Local address outgoing connections are made from (multi-homed hosts; one 127.x per node in tests). */
+  dialFrom?: string
+  topics: string[]
+  /** gossipsub P6 weight: ≤ 0; 0 on loopback, where every peer shares one IP (PERF-NOTES). */
+  ipColocationFactorWeight: number
+  /** `none` (StrictNoSign, the default) or `sign` (StrictSign); every node of a fleet must agree. */
+  signing: 'none' | 'sign'
+  /** Peer exchange is accepted from peers scoring at least this (default 0: every well-behaved peer). */
+  acceptPXThreshold: number
+  maxConnections: number
+  dialTimeoutMs: number
+  /** Bytes of one gossipsub RPC (several messages plus control). */
+  maxRpcBytes: number
+  handshakes: HandshakeWatch
+  version: string
+}
+
+/**
+ * Score only what matters in a quiet fleet: invalid messages (P4) push a peer below the gossip and then the
+ * graylist thresholds; mesh-delivery penalties (P3) are off, since a fleet may publish nothing for minutes.
+ */
+const TOPIC_SCORE: Partial<TopicScoreParams> = {
+  topicWeight: 1,
+  timeInMeshWeight: 0.01,
+  timeInMeshQuantum: 1000,
+  timeInMeshCap: 300,
+  firstMessageDeliveriesWeight: 0.5,
+  firstMessageDeliveriesDecay: 0.9,
+  firstMessageDeliveriesCap: 20,
+  meshMessageDeliveriesWeight: 0,
+  meshFailurePenaltyWeight: 0,
+  invalidMessageDeliveriesWeight: -10,
+  // decays per second: one bad message is forgiven in a minute or so, a stream of them graylists the peer
+  invalidMessageDeliveriesDecay: 0.95,
+}
+
+export async function createGossipLibp2p(init: Libp2pNodeInit): Promise<GossipLibp2p> {
+  const dialOpts = { noDelay: true, ...(init.dialFrom === undefined ? {} : { localAddress: init.dialFrom }) }
+  return await createLibp2p<GossipServices>({
+    start: false,
+    privateKey: init.privateKey,
+    nodeInfo: { name: 'edgeproxy', version: init.version },
+    addresses: { listen: init.listen, ...(init.announce === undefined ? {} : { announce: init.announce }) },
+    // `localAddress` is passed through to net.connect; the type only lists the common options
+    transports: [tcp({ dialOpts: dialOpts as TCPSocketOptions })],
+    connectionProtector: () => init.handshakes.protector(preSharedKey({ psk: init.fleetKey })()),
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionManager: {
+      maxConnections: init.maxConnections,
+      dialTimeout: init.dialTimeoutMs,
+      // a fleet restarting behind one NAT, or a loopback test, opens many connections from one IP at once
+      inboundConnectionThreshold: 100,
+      maxIncomingPendingConnections: 64,
+    },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      pubsub: gossipsub({
+        globalSignaturePolicy: init.signing === 'sign' ? StrictSign : StrictNoSign,
+        allowedTopics: init.topics,
+        fallbackToFloodsub: false,
+        // each receiver applies the changes before forwarding, so a bad message stops at the first hop
+        asyncValidation: true,
+        emitSelf: false,
+        doPX: true,
+        // publish() with nobody listening is normal (first node, partition); we count it and rely on sync
+        allowPublishToZeroTopicPeers: true,
+        ignoreDuplicatePublishError: true,
+        maxInboundDataLength: init.maxRpcBytes,
+        scoreParams: {
+          IPColocationFactorWeight: init.ipColocationFactorWeight,
+          topics: Object.fromEntries(init.topics.map((t) => [t, TOPIC_SCORE as TopicScoreParams])),
+        },
+        scoreThresholds: { acceptPXThreshold: init.acceptPXThreshold },
+      }) as (components: GossipSubComponents) => GossipPubSub,
+    },
+  })
+}

@@ -1,0 +1,143 @@
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import type { Logger } from 'pino'
+import type { GossipLibp2p } from './libp2p-node.js'
+import type { GossipCounters } from './stats.js'
+
+/**
+ * Keeps this node connected (DESIGN §3): dials the `--bootstrap` addresses (a peer id is optional there) and
+ * every node learned from heartbeats and node records, so the mesh is not a star around the seed, and
+ * redials with a capped backoff — a healed partition reconnects within about `maxBackoffMs` (10 s once a
+ * peer has been unreachable for a minute: by then it is more likely gone than partitioned).
+ */
+export interface PeerDialerOptions {
+  tickMs: number
+  minBackoffMs: number
+  maxBackoffMs: number
+  /** Learned (non-bootstrap) nodes are dialled only while fewer peers than this are connected. */
+  maxPeers: number
+  dialTimeoutMs: number
+}
+
+interface Target {
+  label: string
+  addrs: Multiaddr[]
+  peerId: string | undefined
+  bootstrap: boolean
+  nextAt: number
+  backoff: number
+  inflight: boolean
+  /** The last attempt failed and was logged; say so once more only when it works again. */
+  failing: boolean
+  /** performance.now() of the first failure in the current run of failures. */
+  failingSince: number
+}
+
+/** A peer unreachable this long is probably gone, not partitioned: redial it less often. */
+const LONG_FAILURE_MS = 60_000
+const LONG_FAILURE_BACKOFF_MS = 10_000
+
+export class PeerDialer {
+  private readonly targets = new Map<string, Target>()
+  private timer: NodeJS.Timeout | undefined
+  private readonly stopping = new AbortController()
+
+  constructor(
+    private readonly libp2p: GossipLibp2p,
+    private readonly log: Logger,
+    private readonly counters: GossipCounters,
+    private readonly o: PeerDialerOptions,
+  ) {}
+
+  start(bootstrap: string[]): void {
+    for (const addr of bootstrap) {
+      const ma = multiaddr(addr)
+      const peerId = ma.getComponents().findLast((c) => c.name === 'p2p')?.value
+      if (peerId === this.self) continue
+      this.targets.set(`bootstrap ${addr}`, this.target(`bootstrap ${addr}`, [ma], peerId, true))
+    }
+    this.timer = setInterval(() => this.tick(), this.o.tickMs)
+    this.tick()
+  }
+
+  stop(): void {
+    clearInterval(this.timer)
+    this.timer = undefined
+    this.stopping.abort()
+  }
+
+  /** A node's current addresses; replaces what was known for that peer id. */
+  learn(node: string, peerId: string, addrs: string[]): void {
+    if (peerId === this.self || addrs.length === 0) return
+    const parsed: Multiaddr[] = []
+    for (const a of addrs) {
+      try {
+        const ma = multiaddr(a)
+        const id = ma.getComponents().findLast((c) => c.name === 'p2p')?.value
+        if (id === undefined) parsed.push(ma.encapsulate(`/p2p/${peerId}`))
+        else if (id === peerId) parsed.push(ma)
+      } catch (err) {
+        this.log.debug({ err, node, addr: a }, 'ignoring an address that is not a multiaddr')
+      }
+    }
+    if (parsed.length === 0) return
+    const existing = this.targets.get(peerId)
+    if (existing !== undefined) {
+      existing.addrs = parsed
+      return
+    }
+    this.targets.set(peerId, this.target(`node ${node}`, parsed, peerId, false))
+  }
+
+  /** A node left the fleet: stop dialling it. */
+  forget(peerId: string): void {
+    this.targets.delete(peerId)
+  }
+
+  private get self(): string { return this.libp2p.peerId.toString() }
+
+  private target(label: string, addrs: Multiaddr[], peerId: string | undefined, bootstrap: boolean): Target {
+    return { label, addrs, peerId, bootstrap, nextAt: 0, backoff: this.o.minBackoffMs, inflight: false, failing: false, failingSince: 0 }
+  }
+
+  private tick(): void {
+    const connected = new Set(this.libp2p.getPeers().map(String))
+    const now = performance.now()
+    for (const t of this.targets.values()) {
+      if (t.inflight) continue
+      if (t.peerId !== undefined && connected.has(t.peerId)) { t.backoff = this.o.minBackoffMs; continue }
+      if (!t.bootstrap && connected.size >= this.o.maxPeers) continue
+      // a bootstrap address that turned out to be a node we already dial by peer id is covered there
+      if (t.bootstrap && t.peerId !== undefined && this.targets.has(t.peerId) && !t.failing) continue
+      if (now < t.nextAt) continue
+      void this.dial(t)
+    }
+  }
+
+  private async dial(t: Target): Promise<void> {
+    t.inflight = true
+    try {
+      const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(this.o.dialTimeoutMs)])
+      const conn = await this.libp2p.dial(t.addrs, { signal })
+      t.peerId = conn.remotePeer.toString()
+      t.backoff = this.o.minBackoffMs
+      if (t.failing) this.log.info({ target: t.label }, 'peer reachable again')
+      t.failing = false
+    } catch (err) {
+      if (this.stopping.signal.aborted) return
+      this.counters.dialFailures++
+      const now = performance.now()
+      if (!t.failing) t.failingSince = now
+      // jitter spreads the redials of a whole fleet; never beyond the backoff, which bounds heal time
+      t.nextAt = now + t.backoff * (0.5 + 0.5 * Math.random())
+      const cap = now - t.failingSince > LONG_FAILURE_MS ? Math.max(this.o.maxBackoffMs, LONG_FAILURE_BACKOFF_MS) : this.o.maxBackoffMs
+      t.backoff = Math.min(cap, t.backoff * 2)
+      if (!t.failing) {
+        const level = t.bootstrap ? 'warn' : 'debug'
+        this.log[level]({ err, target: t.label }, 'cannot connect to peer; retrying with backoff')
+      }
+      t.failing = true
+    } finally {
+      t.inflight = false
+    }
+  }
+}

@@ -1,0 +1,187 @@
+import type { Logger } from 'pino'
+import type { CatalogReplica, PeerSyncState } from '../catalog/catalog-api.js'
+import type { DocId } from '../schemas/catalog-records.js'
+import type { SyncMessages } from '../schemas/gossip-messages.js'
+import { differingDocs, digestEntries, digestHash, sameBytes } from './digest.js'
+import { type SyncChannel, SyncProtocolError } from './sync-channel.js'
+
+/**
+ * Anti-entropy over one `/edgeproxy/sync/1` stream (DESIGN §3): compare digest hashes, then digests, then
+ * run Automerge's sync protocol in lock step for every document that differs — one frame carries one
+ * message per document, so a whole fleet catalog converges in a few round trips (PERF-NOTES: 2 per doc).
+ * A document whose messages fail (poison: the catalog quarantines it) is dropped from the session; the
+ * others go on.
+ */
+export type SyncReplica = Pick<CatalogReplica, 'nodeName' | 'digest' | 'newSyncState' | 'generateSyncMessage' | 'receiveSyncMessage' | 'isQuarantined'>
+
+export interface SyncSessionContext {
+  replica: SyncReplica
+  /** Peer id of the other side, passed to the catalog as the origin of what it sends. */
+  peer: string
+  log: Logger
+  /** Documents per sync frame. */
+  docsPerRound: number
+  /** A document still differing after this many rounds is left for the next session. */
+  maxRoundsPerDoc: number
+  /** Byte budget for the messages of one outgoing frame. */
+  frameBudgetBytes: number
+}
+
+export interface SyncSessionResult {
+  /** Digest hashes were equal: nothing was exchanged beyond the hellos. */
+  inSync: boolean
+  /** Documents that differed. */
+  docs: number
+  /** Documents brought to agreement in this session. */
+  converged: number
+  /** Documents dropped after an error (quarantined, failing) or too many rounds. */
+  failed: number
+  rounds: number
+  /** Documents whose heads changed here: this node learned something it may pass on. */
+  learned: number
+}
+
+export async function syncAsInitiator(ch: SyncChannel, ctx: SyncSessionContext): Promise<SyncSessionResult> {
+  const mine = ctx.replica.digest()
+  const myHash = digestHash(mine)
+  await ch.write({ t: 'hello', v: 1, node: ctx.replica.nodeName, digestHash: myHash })
+  const hello = await ch.read('hello')
+  if (sameBytes(hello.digestHash, myHash)) {
+    await ch.write({ t: 'bye' })
+    return { inSync: true, docs: 0, converged: 0, failed: 0, rounds: 0, learned: 0 }
+  }
+  await ch.write({ t: 'digest', docs: digestEntries(mine) })
+  const theirs = new Map((await ch.read('digest')).docs)
+  const docs = differingDocs(mine, theirs).filter((d) => !ctx.replica.isQuarantined(d))
+  const result = await runRounds(ch, ctx, docs)
+  await ch.write({ t: 'bye' })
+  return { inSync: false, docs: docs.length, ...result, learned: learnedSince(ctx.replica, mine, docs) }
+}
+
+function learnedSince(replica: SyncReplica, before: ReadonlyMap<DocId, string[]>, docs: Iterable<DocId>): number {
+  const now = replica.digest()
+  let n = 0
+  for (const d of docs) if ((now.get(d) ?? []).join() !== (before.get(d) ?? []).join()) n++
+  return n
+}
+
+interface DocProgress { state: PeerSyncState; rounds: number; carry: Uint8Array | null | undefined }
+
+async function runRounds(ch: SyncChannel, ctx: SyncSessionContext, docs: DocId[]): Promise<Pick<SyncSessionResult, 'converged' | 'failed' | 'rounds'>> {
+  const active = new Map<DocId, DocProgress>()
+  let converged = 0
+  let failed = 0
+  let rounds = 0
+  const queue = [...docs]
+  while (active.size > 0 || queue.length > 0) {
+    while (active.size < ctx.docsPerRound && queue.length > 0) {
+      const docId = queue.shift()!
+      try {
+        active.set(docId, { state: ctx.replica.newSyncState(docId), rounds: 0, carry: undefined })
+      } catch (err) {
+        failed++
+        ctx.log.warn({ err, docId }, 'cannot sync document, skipped')
+      }
+    }
+    const out: SyncMessages['msgs'] = []
+    let bytes = 0
+    for (const [docId, p] of active) {
+      let msg: Uint8Array | null
+      try {
+        // a message generated last round but left out of a full frame is sent now, never regenerated
+        msg = p.carry !== undefined ? p.carry : await ctx.replica.generateSyncMessage(p.state)
+      } catch (err) {
+        active.delete(docId)
+        failed++
+        ctx.log.warn({ err, docId }, 'generating a sync message failed, document skipped')
+        continue
+      }
+      p.carry = undefined
+      const size = msg?.byteLength ?? 0
+      if (out.length > 0 && bytes + size > ctx.frameBudgetBytes) { p.carry = msg; continue }
+      bytes += size
+      out.push({ docId, msg })
+    }
+    if (out.length === 0) continue // every active document failed; the queue may hold more
+    rounds++
+    await ch.write({ t: 'sync', msgs: out })
+    const reply = await ch.read('sync')
+    const answers = new Map(reply.msgs.map((m) => [m.docId, m.msg]))
+    for (const { docId, msg: sent } of out) {
+      const p = active.get(docId)!
+      if (!answers.has(docId)) throw new SyncProtocolError(`sync reply lacks document ${docId}`)
+      const answer = answers.get(docId)!
+      if (answer !== null) {
+        try {
+          await ctx.replica.receiveSyncMessage(p.state, answer, ctx.peer)
+        } catch (err) {
+          active.delete(docId)
+          failed++
+          ctx.log.warn({ err, docId }, 'applying a sync message failed, document skipped')
+          continue
+        }
+      }
+      p.rounds++
+      if (sent === null && answer === null) {
+        active.delete(docId)
+        converged++
+      } else if (p.rounds >= ctx.maxRoundsPerDoc) {
+        active.delete(docId)
+        failed++
+        ctx.log.warn({ docId, rounds: p.rounds }, 'document still differs after the round limit; next session continues')
+      }
+    }
+  }
+  return { converged, failed, rounds }
+}
+
+/** Answers one session. Returns when the initiator says bye; throws on a protocol error or timeout. */
+export async function syncAsResponder(ch: SyncChannel, ctx: SyncSessionContext & { maxDocs: number }): Promise<SyncSessionResult> {
+  const mine = ctx.replica.digest()
+  const myHash = digestHash(mine)
+  await ch.read('hello')
+  await ch.write({ t: 'hello', v: 1, node: ctx.replica.nodeName, digestHash: myHash })
+  const next = await ch.read('digest', 'bye')
+  if (next.t === 'bye') return { inSync: true, docs: 0, converged: 0, failed: 0, rounds: 0, learned: 0 }
+  await ch.write({ t: 'digest', docs: digestEntries(mine) })
+  const states = new Map<DocId, PeerSyncState | null>() // null: failed, answered with null from then on
+  let rounds = 0
+  let failed = 0
+  for (;;) {
+    const frame = await ch.read('sync', 'bye')
+    if (frame.t === 'bye') {
+      return { inSync: false, docs: states.size, converged: states.size - failed, failed, rounds, learned: learnedSince(ctx.replica, mine, states.keys()) }
+    }
+    rounds++
+    const reply: SyncMessages['msgs'] = []
+    for (const { docId, msg } of frame.msgs) {
+      let state = states.get(docId)
+      if (state === undefined) {
+        if (states.size >= ctx.maxDocs) throw new SyncProtocolError(`more than ${ctx.maxDocs} documents in one session`)
+        state = ctx.replica.isQuarantined(docId) ? null : safely(ctx, docId, () => ctx.replica.newSyncState(docId))
+        if (state === null) failed++
+        states.set(docId, state)
+      }
+      if (state === null) { reply.push({ docId, msg: null }); continue }
+      try {
+        if (msg !== null) await ctx.replica.receiveSyncMessage(state, msg, ctx.peer)
+        reply.push({ docId, msg: await ctx.replica.generateSyncMessage(state) })
+      } catch (err) {
+        ctx.log.warn({ err, docId }, 'sync of a document failed, document skipped')
+        states.set(docId, null)
+        failed++
+        reply.push({ docId, msg: null })
+      }
+    }
+    await ch.write({ t: 'sync', msgs: reply })
+  }
+}
+
+function safely(ctx: SyncSessionContext, docId: DocId, fn: () => PeerSyncState): PeerSyncState | null {
+  try {
+    return fn()
+  } catch (err) {
+    ctx.log.warn({ err, docId }, 'cannot sync document, skipped')
+    return null
+  }
+}

@@ -1,0 +1,160 @@
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import pino, { type Logger } from 'pino'
+import { openCatalog } from '../../catalog/index.js'
+import type { Catalog } from '../../catalog/catalog-api.js'
+import type { CatalogEvent } from '../../schemas/catalog-events.js'
+import { type ChaosRelay, startChaosRelay } from '../../test/helpers/chaos-relay.js'
+import { waitFor } from '../../test/helpers/wait-for.js'
+import { gossipNode, type GossipNode, type GossipNodeInit } from '../gossip-node.js'
+
+/**
+ * Real nodes in one test process: a LevelDB catalog in a temp dir and a libp2p gossip node on 127.0.0.1
+ * port 0 each. `relayed: true` gives a node its own 127.0.0.x to dial from and a chaos relay in front of its
+ * listener, which is the only address it announces, so every connection to it crosses the relay.
+ */
+export interface LogLine { level: number; msg: string; [key: string]: unknown }
+
+export function captureLogger(name: string): { log: Logger; lines: LogLine[] } {
+  const lines: LogLine[] = []
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const l of chunk.toString('utf8').split('\n')) if (l !== '') lines.push(JSON.parse(l) as LogLine)
+      done()
+    },
+  })
+  return { log: pino({ level: process.env.GOSSIP_TEST_LOG ?? 'info', base: { node: name } }, sink), lines }
+}
+
+export interface StartOptions {
+  name: string
+  region?: string
+  /** Bootstrap through these nodes (their announced addresses), or raw multiaddrs. */
+  bootstrap?: Array<TestNode | string>
+  /** `null`: start without a fleet key. Default: the fleet's key. */
+  fleetKey?: Uint8Array | null
+  relayed?: boolean
+  init?: Partial<GossipNodeInit>
+}
+
+export interface TestNode {
+  readonly name: string
+  readonly dataDir: string
+  readonly catalog: Catalog
+  readonly gossip: GossipNode
+  readonly logs: LogLine[]
+  readonly events: CatalogEvent[]
+  /** Own 127.x address (relayed nodes). */
+  readonly ip: string | undefined
+  readonly relay: ChaosRelay | undefined
+  /** What peers dial: the relay's address for relayed nodes. */
+  readonly address: string
+  readonly options: StartOptions
+}
+
+export class TestFleet {
+  readonly nodes = new Map<string, TestNode>()
+  private readonly relays = new Map<string, ChaosRelay>()
+  private nextIp = 11
+
+  constructor(readonly dir: string, readonly fleetKey: Uint8Array) {}
+
+  node(name: string): TestNode {
+    const n = this.nodes.get(name)
+    if (n === undefined) throw new Error(`no test node ${name}`)
+    return n
+  }
+
+  async start(o: StartOptions): Promise<TestNode> {
+    const dataDir = join(this.dir, o.name)
+    const { log, lines } = captureLogger(o.name)
+    const previous = this.nodes.get(o.name)
+    const ip = o.relayed === true ? previous?.ip ?? `127.0.0.${this.nextIp++}` : undefined
+    const catalog = await openCatalog({ dataDir, nodeName: o.name, logger: log.child({ component: 'catalog' }), sync: false })
+    const events: CatalogEvent[] = []
+    catalog.subscribe({ fromSeq: catalog.lastSeq + 1 }, (e) => events.push(e))
+    const bootstrap = (o.bootstrap ?? []).map((b) => (typeof b === 'string' ? b : b.address))
+    const fleetKey = o.fleetKey === null ? undefined : o.fleetKey ?? this.fleetKey
+    // a relayed node announces its relay; the relay learns the real port once the node listens
+    const relay = o.relayed === true
+      ? this.relays.get(o.name) ?? await startChaosRelay({ target: { host: ip!, port: 1 }, seed: this.nextIp * 7919 })
+      : undefined
+    if (relay !== undefined) this.relays.set(o.name, relay)
+    const gossip = gossipNode({
+      listen: [`/ip4/${ip ?? '127.0.0.1'}/tcp/0`],
+      bootstrap,
+      fleetKey,
+      dataDir,
+      self: { region: o.region ?? 'ams', roles: ['edge', 'worker'], version: 'test' },
+      ipColocationFactorWeight: 0,
+      ...(relay === undefined ? {} : { announce: [relay.multiaddr()], dialFrom: ip }),
+      ...o.init,
+    })({ catalog, log: log.child({ component: 'gossip' }) })
+    try {
+      await gossip.start()
+    } catch (err) {
+      await catalog.close()
+      throw err
+    }
+    if (relay !== undefined) relay.setTarget({ host: ip!, port: listenPort(gossip) })
+    const address = relay !== undefined ? `${relay.multiaddr()}/p2p/${gossip.peerId}` : gossip.multiaddrs()[0] ?? ''
+    const node: TestNode = { name: o.name, dataDir, catalog, gossip, logs: lines, events, ip, relay, address, options: o }
+    this.nodes.set(o.name, node)
+    return node
+  }
+
+  /** Graceful stop (the node marks itself left); its data dir stays for a restart. */
+  async stop(name: string): Promise<void> {
+    const n = this.node(name)
+    await n.gossip.stop()
+    await n.catalog.close()
+  }
+
+  async restart(name: string, changes: Partial<StartOptions> = {}): Promise<TestNode> {
+    return await this.start({ ...this.node(name).options, ...changes })
+  }
+
+  async stopAll(): Promise<void> {
+    const stops = [...this.nodes.keys()].map(async (name) => {
+      const n = this.nodes.get(name)!
+      try { await n.gossip.stop() } finally { await n.catalog.close() }
+    })
+    await Promise.allSettled(stops)
+    await Promise.allSettled([...this.relays.values()].map((r) => r.close()))
+    this.nodes.clear()
+    this.relays.clear()
+  }
+}
+
+function listenPort(g: GossipNode): number {
+  const port = Number(g.listenAddrs()[0]?.split('/tcp/')[1]?.split('/')[0])
+  if (!Number.isInteger(port) || port <= 0) throw new Error(`no listen port in ${g.listenAddrs().join(', ')}`)
+  return port
+}
+
+export function headsOf(n: TestNode): string {
+  return JSON.stringify([...n.catalog.digest()].sort(([a], [b]) => a.localeCompare(b)))
+}
+
+export async function waitForConvergence(nodes: TestNode[], timeoutMs = 10_000): Promise<void> {
+  await waitFor(() => {
+    const first = headsOf(nodes[0])
+    return nodes.every((n) => headsOf(n) === first)
+  }, { timeoutMs, what: `identical heads on ${nodes.map((n) => n.name).join(', ')}` })
+}
+
+/** Every node is connected to at least `min` peers and has a gossipsub mesh for changes. */
+export async function waitForMesh(nodes: TestNode[], min = 1, timeoutMs = 10_000): Promise<void> {
+  await waitFor(() => nodes.every((n) => {
+    const s = n.gossip.stats()
+    return s.peers >= min && s.meshPeers >= 1
+  }), { timeoutMs, what: 'a connected mesh' })
+}
+
+export async function waitForLog(n: TestNode, pattern: RegExp, timeoutMs = 5_000): Promise<LogLine> {
+  return await waitFor(() => n.logs.find((l) => pattern.test(l.msg)), { timeoutMs, what: `log /${pattern.source}/ on ${n.name}` })
+}
+
+export async function waitForEvent(n: TestNode, match: (e: CatalogEvent) => boolean, timeoutMs = 5_000): Promise<CatalogEvent> {
+  return await waitFor(() => n.events.find(match), { timeoutMs, what: `a matching catalog event on ${n.name}` })
+}

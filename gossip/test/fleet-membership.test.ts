@@ -1,0 +1,83 @@
+import { afterEach, beforeEach, expect, test } from 'vitest'
+import { tempDir } from '../../test/helpers/temp-dir.js'
+import { waitFor } from '../../test/helpers/wait-for.js'
+import { generateFleetKey } from '../fleet-key.js'
+import { TestFleet, waitForEvent, waitForMesh } from './fleet-harness.js'
+
+let dir: Awaited<ReturnType<typeof tempDir>>
+let fleet: TestFleet
+
+beforeEach(async () => {
+  dir = await tempDir('edgeproxy-gossip-')
+  fleet = new TestFleet(dir.path, generateFleetKey())
+})
+afterEach(async () => {
+  await fleet.stopAll()
+  await dir.remove()
+})
+
+const FAST = { heartbeatMs: 100, downAfterMs: 700 }
+
+test('a node silent past the timeout is down for routing, and up again when heard; nothing is deleted', async () => {
+  const a = await fleet.start({ name: 'a', relayed: true, init: FAST })
+  const b = await fleet.start({ name: 'b', relayed: true, bootstrap: [a], region: 'fra', init: FAST })
+  await waitForMesh([a, b], 1)
+  await waitFor(() => a.gossip.nodes().find((n) => n.name === 'b')?.lastHeartbeatAt !== undefined && a.catalog.getNode('b') !== undefined, { what: 'a heard b and has its record' })
+  expect(a.gossip.isNodeUp('b')).toBe(true)
+  expect(a.gossip.nodes().find((n) => n.name === 'b')).toMatchObject({ state: 'up', region: 'fra', peerId: b.gossip.peerId, load: { machines: 0, connections: 0 } })
+
+  // black-hole both relays: connections stay open but nothing gets through, as in a silent network failure
+  a.relay!.set({ mode: 'blackhole' }, { from: b.ip })
+  b.relay!.set({ mode: 'blackhole' }, { from: a.ip })
+  const down = await waitForEvent(a, (e) => e.type === 'node.down' && e.node === 'b')
+  expect(down).toMatchObject({ origin: 'a', lastSeen: expect.any(Number) })
+  expect(a.gossip.isNodeUp('b')).toBe(false)
+  expect(a.catalog.snapshot().downNodes).toEqual(['b'])
+  expect(a.catalog.getNode('b')).toMatchObject({ status: 'active', region: 'fra' })
+  expect(a.gossip.isNodeUp('a')).toBe(true) // self is always up
+  await waitForEvent(b, (e) => e.type === 'node.down' && e.node === 'a')
+
+  a.relay!.reset()
+  b.relay!.reset()
+  await waitForEvent(a, (e) => e.type === 'node.up' && e.node === 'b', 10_000)
+  expect(a.gossip.isNodeUp('b')).toBe(true)
+  expect(a.catalog.snapshot().downNodes).toEqual([])
+  const kinds = a.events.filter((e) => e.type === 'node.down' || e.type === 'node.up').map((e) => e.type)
+  expect(kinds).toEqual(['node.down', 'node.up'])
+})
+
+test('a graceful stop marks the node left on its peers, and it is not reported down afterwards', async () => {
+  const a = await fleet.start({ name: 'a', init: FAST })
+  const b = await fleet.start({ name: 'b', bootstrap: [a], init: FAST })
+  await waitForMesh([a, b], 1)
+  await waitFor(() => a.gossip.isNodeUp('b') && a.catalog.getNode('b') !== undefined, { what: 'a knows b' })
+
+  await fleet.stop('b')
+
+  await waitForEvent(a, (e) => e.type === 'node.left' && e.node === 'b')
+  expect(a.catalog.getNode('b')?.status).toBe('left')
+  expect(a.gossip.isNodeUp('b')).toBe(false)
+  expect(a.gossip.nodes().find((n) => n.name === 'b')?.state).toBe('left')
+  // well past the timeout: a left node is gone, not down
+  await waitFor(() => a.gossip.stats().heartbeatsSent >= 15, { what: 'a few heartbeat periods' })
+  expect(a.events.some((e) => e.type === 'node.down')).toBe(false)
+})
+
+test('closeness: smoothed RTT per node from pings, regions ordered by it', async () => {
+  const init = { pingIntervalMs: 100 }
+  const a = await fleet.start({ name: 'a', relayed: true, region: 'ams', init })
+  const b = await fleet.start({ name: 'b', relayed: true, region: 'fra', bootstrap: [a], init })
+  const c = await fleet.start({ name: 'c', relayed: true, region: 'syd', bootstrap: [a], init })
+  await waitForMesh([a, b, c], 2)
+  // every link between a and c crosses one of these relays, whichever side dialled: +80 ms RTT
+  c.relay!.set({ delayMs: { up: 40, down: 40 } }, { from: a.ip })
+  a.relay!.set({ delayMs: { up: 40, down: 40 } }, { from: c.ip })
+
+  await waitFor(() => (a.gossip.closeness.rttToNode('c') ?? 0) >= 60, { timeoutMs: 10_000, what: 'a sees c far away' })
+  await waitFor(() => a.gossip.closeness.rttToNode('b') !== undefined, { what: 'a measured b' })
+  expect(a.gossip.closeness.rttToNode('b')).toBeLessThan(a.gossip.closeness.rttToNode('c')!)
+  expect(a.gossip.closeness.rttToNode('a')).toBe(0)
+  expect(a.gossip.closeness.rttToNode('nowhere')).toBeUndefined()
+  expect(a.gossip.closeness.regionsByRtt()).toEqual(['ams', 'fra', 'syd'])
+  expect(a.gossip.nodes().find((n) => n.name === 'c')?.rttMs).toBeGreaterThanOrEqual(60)
+})

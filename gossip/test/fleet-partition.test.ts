@@ -1,0 +1,88 @@
+import { afterEach, beforeEach, expect, test } from 'vitest'
+import { webConfig } from '../../catalog/test/fixtures.js'
+import { tempDir } from '../../test/helpers/temp-dir.js'
+import { waitFor } from '../../test/helpers/wait-for.js'
+import { generateFleetKey } from '../fleet-key.js'
+import { headsOf, type TestNode, TestFleet, waitForConvergence, waitForMesh } from './fleet-harness.js'
+
+let dir: Awaited<ReturnType<typeof tempDir>>
+let fleet: TestFleet
+
+beforeEach(async () => {
+  dir = await tempDir('edgeproxy-gossip-')
+  fleet = new TestFleet(dir.path, generateFleetKey())
+})
+afterEach(async () => {
+  await fleet.stopAll()
+  await dir.remove()
+})
+
+/** Cuts every link between the two sides at the relays in front of each node; links within a side stay. */
+function partition(left: TestNode[], right: TestNode[]): void {
+  for (const n of left) n.relay!.set({ mode: 'refuse' }, { from: right.map((r) => r.ip!) })
+  for (const n of right) n.relay!.set({ mode: 'refuse' }, { from: left.map((l) => l.ip!) })
+}
+
+function heal(nodes: TestNode[]): void {
+  for (const n of nodes) n.relay!.reset()
+}
+
+async function startRelayedFleet(names: string[]): Promise<TestNode[]> {
+  const first = await fleet.start({ name: names[0], relayed: true })
+  const nodes = [first]
+  for (const name of names.slice(1)) nodes.push(await fleet.start({ name, relayed: true, bootstrap: [first] }))
+  await waitForMesh(nodes, names.length - 1)
+  return nodes
+}
+
+test('a partition with writes on both sides heals: identical heads within 2 s of the heal', async () => {
+  const [l1, l2, r1, r2] = await startRelayedFleet(['l1', 'l2', 'r1', 'r2'])
+  const left = [l1, l2]
+  const right = [r1, r2]
+  await l1.catalog.deployApp(webConfig('shared'))
+  await waitFor(() => [l2, r1, r2].every((n) => n.catalog.getApp('shared') !== undefined), { what: 'app shared everywhere' })
+  await waitForConvergence([l1, l2, r1, r2]) // the node records too: the partition starts from one state
+
+  partition(left, right)
+  await waitFor(() => left.every((l) => right.every((r) => !l.gossip.connectedPeers().includes(r.gossip.peerId))), { what: 'the sides disconnected' })
+  await l1.catalog.deployApp(webConfig('left-app'))
+  await l2.catalog.createMachine({ app: 'shared', region: 'ams', node: 'l2', spec: { cmd: ['l'] } })
+  await r2.catalog.deployApp(webConfig('right-app'))
+  await r1.catalog.createMachine({ app: 'shared', region: 'ams', node: 'r1', spec: { cmd: ['r'] } })
+  // each side converges on its own, and nothing crosses
+  await waitFor(() => l2.catalog.getApp('left-app') !== undefined && r1.catalog.getApp('right-app') !== undefined, { what: 'writes within each side' })
+  await waitForConvergence(left)
+  await waitForConvergence(right)
+  expect(headsOf(l1)).not.toBe(headsOf(r1))
+  expect(l1.catalog.getApp('right-app')).toBeUndefined()
+  expect(r1.catalog.getApp('left-app')).toBeUndefined()
+
+  heal([l1, l2, r1, r2])
+  await waitForConvergence([l1, l2, r1, r2], 2_000)
+
+  await waitFor(() => [l1, l2, r1, r2].every((n) => n.catalog.getApp('left-app') && n.catalog.getApp('right-app') && n.catalog.listMachines({ app: 'shared' }).length === 2), { what: 'both sides\' writes everywhere' })
+})
+
+test('with 10% of connections lost and links cut every 300 ms, writes from every node still converge', async () => {
+  const nodes = await startRelayedFleet(['p1', 'p2', 'p3', 'p4'])
+  for (const n of nodes) n.relay!.set({ connectionLoss: 0.1 })
+  let cuts = 0
+  const churn = setInterval(() => { nodes[cuts++ % nodes.length].relay!.cut() }, 300)
+  let written = 0
+  const lost = (): number => nodes.reduce((sum, n) => sum + n.relay!.stats().connectionsLost, 0)
+  try {
+    // every node keeps writing until eight cuts have happened and the loss has bitten a few times
+    await Promise.all(nodes.map(async (n, i) => {
+      for (let k = 0; cuts < 8 || lost() < 3; k++) {
+        await n.catalog.deployApp(webConfig(`app-${i}-${k}`))
+        written++
+        await new Promise((resolve) => setTimeout(resolve, 150))
+      }
+    }))
+  } finally {
+    clearInterval(churn)
+  }
+  await waitForConvergence(nodes, 20_000)
+  await waitFor(() => nodes.every((n) => n.catalog.listApps().length === written), { timeoutMs: 5_000, what: `${written} apps on every node` })
+  expect(lost()).toBeGreaterThanOrEqual(3)
+})

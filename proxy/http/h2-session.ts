@@ -1,0 +1,279 @@
+import { createServer as createH2Server, type Http2Server, type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2'
+import type { TLSSocket } from 'node:tls'
+import { EdgeProxyError } from '../../schemas/errors.js'
+import { ERROR_HEADER, errorBody } from '../error-response.js'
+import type { ClientInfo, ListenerState, ProxyContext, Session } from '../proxy-context.js'
+import { newRequestId } from '../request-id.js'
+import type { RoutingHints } from '../routing/balancer.js'
+import { routeForHost } from '../routing/resolve-route.js'
+import type { RouteWaiter } from '../routing/router.js'
+import type { Candidate, PortRoute } from '../routing/service-route.js'
+import { countError } from '../stats.js'
+import { forwardHeaderPairs } from './forward-headers.js'
+import { type H2UpstreamRequest, type H2UpstreamResponse, sendUpstream } from './h2-upstream.js'
+import { hostOnly } from './request-head.js'
+import type { ResponseEdits } from './response-edits.js'
+
+/**
+ * HTTP/2 from clients (ALPN h2 on tls ports, issue 6). node:http2 does the framing; each stream runs
+ * route → connect → forward → finish, with HTTP/1.1 to the Machine, or h2c when `h2_backend` is set.
+ * Off the HTTP/1.1 hot path, so it uses node's objects and streams.
+ */
+export function startH2Session(socket: TLSSocket, info: ClientInfo, listener: ListenerState, deps: ProxyContext): void {
+  let front = fronts.get(deps)
+  if (front === undefined) { front = new H2Front(deps); fronts.set(deps, front) }
+  front.accept(socket, info, listener)
+}
+
+const fronts = new WeakMap<ProxyContext, H2Front>()
+
+class H2Front {
+  private readonly server: Http2Server
+  private pending: { info: ClientInfo; listener: ListenerState } | undefined
+  private readonly conns = new WeakMap<Http2Session, H2Connection>()
+
+  constructor(private readonly deps: ProxyContext) {
+    this.server = createH2Server({
+      maxSessionMemory: 32,
+      maxHeaderListPairs: 256,
+      settings: { maxConcurrentStreams: 256, maxHeaderListSize: deps.limits.maxHeadBytes },
+    })
+    // 'session' is emitted synchronously inside emit('connection'): `pending` is this socket's
+    this.server.on('session', (session: Http2Session) => {
+      const p = this.pending!
+      this.conns.set(session, new H2Connection(session, p.info, p.listener, this.deps))
+    })
+    this.server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+      const conn = this.conns.get(stream.session!)
+      if (conn === undefined) { stream.close(); return }
+      conn.onStream(stream, headers)
+    })
+  }
+
+  accept(socket: TLSSocket, info: ClientInfo, listener: ListenerState): void {
+    this.pending = { info, listener }
+    try {
+      this.server.emit('connection', socket)
+    } finally {
+      this.pending = undefined
+    }
+  }
+}
+
+class H2Connection implements Session {
+  active = 0
+  private idleSince: number
+  /** type=connections: the whole connection counts once, on one Machine per service. */
+  readonly sticky = new Map<PortRoute['service'], Candidate>()
+
+  constructor(
+    readonly session: Http2Session,
+    readonly info: ClientInfo,
+    readonly listener: ListenerState,
+    readonly deps: ProxyContext,
+  ) {
+    this.idleSince = deps.clock.now
+    deps.sessions.add(this)
+    session.on('error', () => { /* 'close' follows */ })
+    session.on('close', () => {
+      deps.sessions.delete(this)
+      for (const cand of this.sticky.values()) deps.router.release(cand.cell)
+      this.sticky.clear()
+    })
+  }
+
+  onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+    this.active++
+    stream.once('close', () => {
+      this.active--
+      this.idleSince = this.deps.clock.now
+    })
+    new H2Exchange(this, stream, headers).run()
+  }
+
+  sweep(now: number): void {
+    if (this.active === 0 && now - this.idleSince >= this.deps.timeouts.idleMs) this.session.close()
+  }
+
+  drain(): void { this.session.close() } // GOAWAY: streams in flight finish, no new ones
+  destroy(): void { this.session.destroy() }
+}
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'host',
+  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-ssl', 'http2-settings'])
+
+/** One HTTP/2 stream: a request from route to finish. */
+class H2Exchange implements RouteWaiter {
+  private readonly deps: ProxyContext
+  private readonly reqId: string
+  private route: PortRoute | undefined
+  private cand: Candidate | undefined
+  private hints: RoutingHints | undefined
+  private leased = false
+  private attempts = 0
+  private responded = false
+
+  constructor(private readonly conn: H2Connection, private readonly stream: ServerHttp2Stream, private readonly headers: IncomingHttpHeaders) {
+    this.deps = conn.deps
+    this.reqId = newRequestId(this.deps.region)
+    stream.on('error', () => { /* reset by the client: 'close' cleans up */ })
+    stream.once('close', () => this.release())
+  }
+
+  run(): void {
+    const deps = this.deps
+    deps.stats.requests++
+    deps.stats.h2Streams++
+    const h = this.headers
+    if (h[':method'] === 'CONNECT') { this.fail(new EdgeProxyError('EP_BAD_REQUEST', 'CONNECT is not supported by a reverse proxy')); return }
+    const authority = (h[':authority'] ?? h.host ?? '') as string
+    const route = routeForHost(deps.index, this.conn.listener, hostOnly(authority), true)
+    if (route instanceof EdgeProxyError) { this.fail(route); return }
+    this.route = route
+    this.hints = hintsOf(h)
+    const service = route.service
+    if (!service.countsRequests) {
+      const sticky = this.conn.sticky.get(service)
+      if (sticky !== undefined && this.hints === undefined && deps.balancer.candidates(service).byId.get(sticky.machine.id) === sticky) { this.forward(sticky); return }
+      if (sticky !== undefined) { this.conn.sticky.delete(service); deps.router.release(sticky.cell) }
+    }
+    const picked = deps.router.route(service, this.hints, this)
+    if (picked !== undefined) this.routed(picked)
+  }
+
+  routed(result: Candidate | EdgeProxyError): void {
+    if (this.stream.destroyed || this.stream.closed) {
+      if (!(result instanceof EdgeProxyError)) this.deps.router.release(result.cell)
+      return
+    }
+    if (result instanceof EdgeProxyError) { this.fail(result); return }
+    if (this.route!.service.countsRequests) { this.cand = result; this.leased = true }
+    else this.conn.sticky.set(this.route!.service, result)
+    this.forward(result)
+  }
+
+  private forward(cand: Candidate): void {
+    const route = this.route!
+    const h = this.headers
+    const prefer = this.hints?.preferInstance
+    const headers: Array<[string, string]> = []
+    for (const name in h) {
+      if (name.charCodeAt(0) === 0x3a /* : */ || HOP_BY_HOP.has(name) || name.startsWith('fly-')) {
+        // `te: trailers` is the one TE value HTTP/2 allows, and gRPC servers require it
+        if (name === 'te' && h.te === 'trailers' && route.port.http_options?.h2_backend === true) headers.push(['te', 'trailers'])
+        continue
+      }
+      if (name === 'x-forwarded-port') continue
+      const v = h[name]
+      if (v === undefined) continue
+      if (Array.isArray(v)) for (const one of v) headers.push([name, one])
+      else headers.push([name, v])
+    }
+    const forwardedFor = h['x-forwarded-for'] as string | undefined
+    headers.push(['host', (h[':authority'] ?? h.host ?? '') as string])
+    for (const pair of forwardHeaderPairs(this.conn.info, this.deps.region, '2', forwardedFor, route.publicPort, this.reqId)) headers.push(pair)
+    if (h['x-forwarded-port'] !== undefined) headers.splice(headers.findIndex(([n]) => n === 'x-forwarded-port'), 1, ['x-forwarded-port', String(h['x-forwarded-port'])])
+    if (prefer !== undefined && prefer !== cand.machine.id) headers.push(['fly-preferred-instance-unavailable', prefer])
+
+    const request: H2UpstreamRequest = {
+      machine: cand.machine,
+      port: route.service.config.internal_port,
+      h2: route.port.http_options?.h2_backend === true,
+      method: h[':method'] as string,
+      path: h[':path'] as string,
+      headers,
+      body: this.stream.endAfterHeaders ? undefined : this.stream,
+    }
+    sendUpstream(request, this.deps, (err, res) => {
+      if (err !== undefined) { this.connectFailed(cand, err, request.body === undefined); return }
+      this.respond(res!, route.edits)
+    })
+  }
+
+  /** The Machine refused: a request without a body goes once to another Machine. */
+  private connectFailed(cand: Candidate, err: EdgeProxyError, canRetry: boolean): void {
+    this.deps.stats.upstreamConnectFailures++
+    if (!canRetry || ++this.attempts >= 2 || this.stream.destroyed) { this.fail(err); return }
+    this.deps.stats.retries++
+    this.release()
+    if (!this.route!.service.countsRequests) { this.conn.sticky.delete(this.route!.service); this.deps.router.release(cand.cell) }
+    this.hints = { ...this.hints, exclude: new Set([...(this.hints?.exclude ?? []), cand.machine.id]) }
+    const picked = this.deps.router.route(this.route!.service, this.hints, this)
+    if (picked === undefined) return
+    if (picked instanceof EdgeProxyError && picked.code === 'EP_NO_HEALTHY_MACHINE') { this.fail(err); return }
+    this.routed(picked)
+  }
+
+  private respond(res: H2UpstreamResponse, edits: ResponseEdits): void {
+    if (this.stream.destroyed) { res.body.destroy(); return }
+    const out: Record<string, string | string[]> = { ':status': String(res.status) }
+    for (const [name, value] of res.headers) {
+      if (HOP_BY_HOP.has(name) || name.startsWith('fly-replay') || edits.drop.has(name)) continue
+      if (!edits.pristine && (name === 'server' || name === 'fly-request-id')) continue
+      const prev = out[name]
+      out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value]
+    }
+    if (!edits.pristine) {
+      out.server = this.deps.serverHeader
+      out.via = out.via === undefined ? '2 fly.io' : `${String(out.via)}, 2 fly.io`
+      out['fly-request-id'] = this.reqId
+    }
+    for (const [name, value] of edits.addPairs) {
+      const key = name.toLowerCase()
+      const prev = out[key]
+      out[key] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value]
+    }
+    this.responded = true
+    const noBody = this.headers[':method'] === 'HEAD' || res.status === 204 || res.status === 304
+    const trailers = res.trailers
+    this.stream.respond(out, { endStream: noBody, waitForTrailers: !noBody && trailers !== undefined })
+    this.deps.stats.responses++
+    if (noBody) { res.body.resume(); return }
+    if (trailers !== undefined) {
+      // gRPC status travels in trailers: pass on whatever the Machine sent after its body
+      this.stream.once('wantTrailers', () => {
+        this.stream.sendTrailers(trailers() ?? {})
+      })
+    }
+    res.body.on('error', () => this.stream.close(0x2 /* INTERNAL_ERROR */))
+    res.body.pipe(this.stream)
+  }
+
+  private fail(err: EdgeProxyError): void {
+    countError(this.deps.stats.routeErrors, err.code)
+    this.release()
+    if (this.responded || this.stream.destroyed || this.stream.headersSent) { this.stream.close(0x2); return }
+    this.responded = true
+    const body = errorBody(err, this.reqId)
+    this.stream.respond({
+      ':status': err.status,
+      'content-type': 'text/plain; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+      [ERROR_HEADER]: err.code,
+      'fly-request-id': this.reqId,
+      server: this.deps.serverHeader,
+    })
+    this.stream.end(this.headers[':method'] === 'HEAD' ? undefined : body)
+  }
+
+  private release(): void {
+    if (this.leased && this.cand !== undefined) {
+      this.leased = false
+      this.deps.router.release(this.cand.cell)
+    }
+  }
+}
+
+function hintsOf(h: IncomingHttpHeaders): RoutingHints | undefined {
+  const list = (v: unknown): string[] | undefined => typeof v === 'string' && v.trim() !== '' ? v.split(',').map((s) => s.trim()).filter((s) => s !== '') : undefined
+  const one = (v: unknown): string | undefined => typeof v === 'string' && v.trim() !== '' ? v.trim().toLowerCase() : undefined
+  const hints: RoutingHints = {
+    preferRegions: list(h['fly-prefer-region']),
+    forceRegions: list(h['fly-force-region']),
+    preferInstance: one(h['fly-prefer-instance-id']),
+    forceInstance: one(h['fly-force-instance-id']),
+  }
+  return hints.preferRegions === undefined && hints.forceRegions === undefined && hints.preferInstance === undefined && hints.forceInstance === undefined
+    ? undefined
+    : hints
+}

@@ -1,0 +1,24 @@
+/**
+ * The proxy data plane of one node: public listeners from the catalog, the tls / pg_tls / proxy_proto /
+ * http handlers, routing and load balancing with concurrency tiers and a capacity queue.
+ *
+ * @example
+ * const proxy = proxyServer({ region: 'ams', portMap: DEV_PORT_MAP })({ catalog, log: log.child({ component: 'proxy' }) })
+ * await proxy.start()            // listeners open for every deployed app's service ports
+ * await proxy.whenApplied(catalog.lastSeq)
+ * await proxy.stop()             // stop accepting, drain in-flight requests, close
+ */
+import { DefaultProxyServer, type ProxyServer, type ProxyServerComponents, type ProxyServerInit } from './proxy-server.js'
+
+export { DEV_PORT_MAP, type ProxyServer, type ProxyServerComponents, type ProxyServerInit } from './proxy-server.js'
+export type { ClosenessView } from './routing/closeness.js'
+export type { RouteExplanation } from './routing/explain.js'
+export type { MachineConnector } from './machine-connector.js'
+export { directConnector } from './machine-connector.js'
+export type { ProxyStats } from './stats.js'
+export type { ProxyTimeouts } from './proxy-context.js'
+export { ERROR_HEADER } from './error-response.js'
+
+export function proxyServer(init: ProxyServerInit) {
+  return (components: ProxyServerComponents): ProxyServer => new DefaultProxyServer(components, init)
+}

@@ -1,0 +1,54 @@
+import { connect, type Socket } from 'node:net'
+import { EdgeProxyError } from '../schemas/errors.js'
+import type { RoutableMachine } from './routing/routable-machine.js'
+
+/**
+ * "Where to connect" (DESIGN §4 connect phase). Today every Machine is reached at its private address on
+ * this host. The backhaul issue adds a connector that reaches Machines of other nodes over mTLS; the
+ * proxy only ever sees a connected Socket.
+ */
+export interface MachineConnector {
+  /** Opens a stream to `port` of the Machine; `done` runs exactly once. */
+  connect(machine: RoutableMachine, port: number, done: (err: EdgeProxyError | undefined, socket: Socket | undefined) => void): void
+}
+
+export interface DirectConnectorInit {
+  /** A Machine that does not accept within this time is unreachable. */
+  connectTimeoutMs?: number
+}
+
+/** Connects straight to `privateAddr:port` (every Machine is local on one host). */
+export function directConnector(init: DirectConnectorInit = {}): MachineConnector {
+  const timeoutMs = init.connectTimeoutMs ?? 5000
+  return {
+    connect(machine, port, done) {
+      const host = machine.privateAddr
+      if (host === undefined) {
+        done(new EdgeProxyError('EP_MACHINE_UNREACHABLE', `Machine ${machine.id} has no private address yet`), undefined)
+        return
+      }
+      const socket = connect({ host, port, noDelay: true })
+      let settled = false
+      const finish = (err: EdgeProxyError | undefined): void => {
+        if (settled) return
+        settled = true
+        clearTimeout(timer)
+        socket.removeListener('error', onError)
+        if (err !== undefined) { socket.destroy(); done(err, undefined) } else done(undefined, socket)
+      }
+      const onError = (err: NodeJS.ErrnoException): void => finish(unreachable(machine, host, port, err))
+      const timer = setTimeout(() => finish(new EdgeProxyError('EP_MACHINE_UNREACHABLE',
+        `Machine ${machine.id} did not accept a connection on ${host}:${port} within ${timeoutMs} ms`)), timeoutMs)
+      socket.once('connect', () => finish(undefined))
+      socket.on('error', onError)
+    },
+  }
+}
+
+/** Names the likely mistake (FLY-SPEC §10: apps bound to the wrong address get a bare PC01). */
+export function unreachable(machine: RoutableMachine, host: string, port: number, err: NodeJS.ErrnoException): EdgeProxyError {
+  const hint = err.code === 'ECONNREFUSED'
+    ? `nothing listens on ${host}:${port}; the app must listen on its internal_port on all addresses (0.0.0.0), not 127.0.0.1`
+    : `${err.code ?? err.message}`
+  return new EdgeProxyError('EP_MACHINE_UNREACHABLE', `Machine ${machine.id} refused the connection: ${hint}`, { cause: err })
+}

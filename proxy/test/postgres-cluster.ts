@@ -1,0 +1,50 @@
+import { execFileSync } from 'node:child_process'
+import { chownSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { run } from './tools.js'
+
+/**
+ * A throwaway PostgreSQL cluster as a Machine (shared/TOOLCHAIN.md §2): initdb as the postgres user in a
+ * temp dir, listening on a Machine address with ssl off (the proxy's pg_tls terminates TLS).
+ */
+export interface PgCluster {
+  host: string
+  port: number
+  stop(): Promise<void>
+}
+
+function pgBin(): string {
+  const versions = readdirSync('/usr/lib/postgresql').sort((a, b) => Number(a) - Number(b))
+  return join('/usr/lib/postgresql', versions[versions.length - 1], 'bin')
+}
+
+export async function startPostgres(host: string, port: number): Promise<PgCluster> {
+  const bin = pgBin()
+  const root = mkdtempSync(join(tmpdir(), 'edgeproxy-pg-'))
+  const data = join(root, 'data')
+  const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim())
+  const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim())
+  chownSync(root, uid, gid)
+  const asPostgres = (args: string[]) => run('runuser', ['-u', 'postgres', '--', ...args], { timeoutMs: 60_000 })
+  const init = await asPostgres([join(bin, 'initdb'), '-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C.UTF-8'])
+  if (init.code !== 0) {
+    rmSync(root, { recursive: true, force: true })
+    throw new Error(`initdb failed: ${init.stderr}`)
+  }
+  const start = await asPostgres([join(bin, 'pg_ctl'), '-D', data, '-l', join(data, 'server.log'), '-w', '-o',
+    `-c listen_addresses=${host} -p ${port} -k ${data} -c ssl=off -c fsync=off`, 'start'])
+  if (start.code !== 0) {
+    await asPostgres([join(bin, 'pg_ctl'), '-D', data, '-m', 'immediate', 'stop'])
+    rmSync(root, { recursive: true, force: true })
+    throw new Error(`pg_ctl start failed: ${start.stdout}${start.stderr}`)
+  }
+  return {
+    host,
+    port,
+    async stop() {
+      await asPostgres([join(bin, 'pg_ctl'), '-D', data, '-m', 'immediate', 'stop'])
+      rmSync(root, { recursive: true, force: true })
+    },
+  }
+}

@@ -1,0 +1,115 @@
+import { createSecureContext, type SecureContext } from 'node:tls'
+import type { Logger } from 'pino'
+import type { CatalogEvent } from '../../schemas/catalog-events.js'
+import type { CertRecord } from '../../schemas/catalog-records.js'
+import { type PemPair, selfSignedCertificate } from './self-signed.js'
+
+export interface CertStoreInit {
+  /** Host names some app answers to: only these get their own self-signed certificate. */
+  isKnownHost(host: string): boolean
+  log: Logger
+  /** Self-signed certificates kept in memory (one per host name). */
+  maxSelfSigned?: number
+}
+
+/** Served when SNI names no app (or is absent): the handshake completes and HTTP answers EP_NO_APP. */
+export const FALLBACK_HOSTNAME = 'edgeproxy.invalid'
+
+/**
+ * Certificates by SNI (issue 6): an added certificate for the exact name, else one for `*.parent`, else
+ * a self-signed certificate generated once per name and cached. Secure contexts are built once.
+ */
+export class CertStore {
+  private readonly records = new Map<string, CertRecord>()
+  private readonly contexts = new Map<string, SecureContext>()
+  private readonly selfSigned = new Map<string, Promise<SecureContext>>()
+  private fallback: SecureContext | undefined
+  private fallbackPem: PemPair | undefined
+  private readonly maxSelfSigned: number
+
+  constructor(private readonly init: CertStoreInit) {
+    this.maxSelfSigned = init.maxSelfSigned ?? 10_000
+  }
+
+  /** Generates the fallback certificate; call before the first handshake. */
+  async start(): Promise<void> {
+    if (this.fallbackPem !== undefined) return
+    this.fallbackPem = await selfSignedCertificate(FALLBACK_HOSTNAME)
+    this.fallback = createSecureContext({ cert: this.fallbackPem.certPem, key: this.fallbackPem.keyPem, minVersion: 'TLSv1.2' })
+  }
+
+  get defaultContext(): SecureContext {
+    if (this.fallback === undefined) throw new Error('CertStore.start() was not awaited')
+    return this.fallback
+  }
+
+  /** The fallback as PEM: a tls.Server builds its own default context from key/cert options. */
+  get defaultPem(): PemPair {
+    if (this.fallbackPem === undefined) throw new Error('CertStore.start() was not awaited')
+    return this.fallbackPem
+  }
+
+  load(certs: readonly CertRecord[]): void {
+    this.records.clear()
+    this.contexts.clear()
+    for (const c of certs) this.records.set(c.hostname, c)
+  }
+
+  apply(evt: CatalogEvent): void {
+    if (evt.type === 'cert.upserted') {
+      this.records.set(evt.cert.hostname, evt.cert)
+      this.contexts.delete(evt.cert.hostname)
+    } else if (evt.type === 'cert.removed') {
+      this.records.delete(evt.hostname)
+      this.contexts.delete(evt.hostname)
+    }
+  }
+
+  /** SNICallback: the context for a server name. Never fails the handshake for a missing certificate. */
+  select(servername: string | undefined, cb: (err: Error | null, ctx?: SecureContext) => void): void {
+    const name = servername?.toLowerCase() ?? ''
+    const added = name === '' ? undefined : this.added(name)
+    if (added !== undefined) { cb(null, added); return }
+    if (name === '' || !this.init.isKnownHost(name)) { cb(null, this.defaultContext); return }
+    let pending = this.selfSigned.get(name)
+    if (pending === undefined) {
+      if (this.selfSigned.size >= this.maxSelfSigned) { cb(null, this.defaultContext); return }
+      pending = this.generate(name)
+      this.selfSigned.set(name, pending)
+      pending.catch((err) => {
+        this.selfSigned.delete(name)
+        this.init.log.error({ err, host: name }, 'self-signed certificate generation failed')
+      })
+    }
+    pending.then((ctx) => cb(null, ctx), () => cb(null, this.defaultContext))
+  }
+
+  /** An added certificate for the name: exact first, then a wildcard one label up. */
+  private added(name: string): SecureContext | undefined {
+    const exact = this.contextOf(name)
+    if (exact !== undefined) return exact
+    const dot = name.indexOf('.')
+    return dot > 0 ? this.contextOf(`*.${name.slice(dot + 1)}`) : undefined
+  }
+
+  private contextOf(key: string): SecureContext | undefined {
+    const cached = this.contexts.get(key)
+    if (cached !== undefined) return cached
+    const record = this.records.get(key)
+    if (record === undefined) return undefined
+    try {
+      const ctx = createSecureContext({ cert: record.certPem, key: record.keyPem, minVersion: 'TLSv1.2' })
+      this.contexts.set(key, ctx)
+      return ctx
+    } catch (err) {
+      this.init.log.error({ err, host: key }, 'certificate for this host cannot be used; serving the default; re-add it with `edgeproxy certs add`')
+      this.records.delete(key)
+      return undefined
+    }
+  }
+
+  private async generate(hostname: string): Promise<SecureContext> {
+    const pem = await selfSignedCertificate(hostname)
+    return createSecureContext({ cert: pem.certPem, key: pem.keyPem, minVersion: 'TLSv1.2' })
+  }
+}
