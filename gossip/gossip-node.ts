@@ -9,7 +9,7 @@ import { fleetKeyFingerprint } from './fleet-key.js'
 import { type GossipNodeInit, type PartOptions, partOptions } from './gossip-options.js'
 import { HandshakeWatch } from './handshake-watch.js'
 import { createGossipLibp2p, type GossipLibp2p } from './libp2p-node.js'
-import { HEARTBEAT_TOPIC, Membership, type MembershipCatalog, type NodeLiveness, type NodeLoad } from './membership.js'
+import { HEARTBEAT_TOPIC, Membership, type MembershipCatalog, type NodeLiveness, type NodeLoad, type SelfDescription } from './membership.js'
 import { loadOrCreatePeerKey } from './peer-key.js'
 import { PeerDialer } from './peer-dialer.js'
 import { type GossipStats, newCounters, snapshotCounters } from './stats.js'
@@ -60,6 +60,8 @@ export interface GossipNode {
   peerScore(peerId: string): number | undefined
   /** Runs a sync session with every connected peer now and waits for them. */
   syncNow(): Promise<SyncSessionResult[]>
+  /** Facts about this node learned after start (the admin API's bound address): written to the record now. */
+  describeSelf(patch: Partial<SelfDescription>): Promise<void>
 }
 
 /**
@@ -187,6 +189,11 @@ class DefaultGossipNode implements GossipNode {
       log: this.log.child({ part: 'closeness' }),
     }, this.o.closeness)
     this.closenessImpl.start()
+  }
+
+  async describeSelf(patch: Partial<SelfDescription>): Promise<void> {
+    Object.assign(this.init.self, patch)
+    await this.membership?.refreshSelf()
   }
 
   async stop(): Promise<void> {

@@ -176,6 +176,11 @@ export class Membership {
     }
   }
 
+  /** The self description changed (e.g. the admin address became known): write the record now. */
+  async refreshSelf(): Promise<void> {
+    await this.writeSelf()
+  }
+
   /** The catalog writes only when the record changed or lastSeen is a minute old, so calling often is cheap. */
   private async writeSelf(): Promise<void> {
     await this.d.catalog.upsertSelf(this.selfRecord())

@@ -3,6 +3,7 @@ import type { Logger } from 'pino'
 import { type Catalog, openCatalog } from '../catalog/index.js'
 import type { Role } from '../schemas/catalog-records.js'
 import { EdgeProxyError } from '../schemas/errors.js'
+import { fleetKeyPath, gossipNode, type GossipNode, readFleetKey } from '../gossip/index.js'
 import { machineSupervisor, type MachineSupervisor, readMachineLogs } from '../machines/index.js'
 import { proxyServer, type ProxyServer } from '../proxy/index.js'
 import { type AdminApi, adminApi } from './admin-api/server.js'
@@ -24,13 +25,28 @@ export interface DaemonOptions {
   portMap?: Readonly<Record<number, number>>
   /** Apps answer on `<app>.<domain>` (default localhost). */
   domain?: string
+  gossip?: {
+    listen?: string[]
+    bootstrap?: string[]
+    /** `--fleet DIR` (holds fleet.key) or `--fleet-key PATH`; without a key the node runs alone. */
+    fleet?: string
+    fleetKey?: string
+    heartbeatMs?: number
+    downAfterMs?: number
+    syncIntervalMs?: number
+  }
 }
+
+/** A gossip peer on loopback only (dev, tests): every peer shares one IP, so IP colocation is no signal. */
+const DEFAULT_GOSSIP_LISTEN = ['/ip4/127.0.0.1/tcp/4001']
+const onLoopback = (addrs: string[]): boolean => addrs.every((a) => a.startsWith('/ip4/127.'))
 
 export interface Daemon {
   readonly catalog: Catalog
   readonly admin: AdminApi
   readonly machines: MachineSupervisor | undefined
   readonly proxy: ProxyServer | undefined
+  readonly gossip: GossipNode
   readonly log: Logger
   stop(): Promise<void>
 }
@@ -61,6 +77,32 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
   try {
     const self = { name: options.name, region: options.region, roles: options.roles }
     const worker = options.roles.includes('worker')
+    const edge = options.roles.includes('edge')
+    let proxy: ProxyServer | undefined
+
+    // Gossip owns this node's membership record and keeps the catalog converged with the fleet; it runs
+    // alone (no listener) without a fleet key. The admin address is known before the API binds only when
+    // its port is fixed, so the record is refreshed once the API is up.
+    const g = options.gossip ?? {}
+    const keyPath = fleetKeyPath({ fleet: g.fleet, fleetKey: g.fleetKey })
+    const listen = g.listen ?? DEFAULT_GOSSIP_LISTEN
+    const gossip = gossipNode({
+      listen,
+      bootstrap: g.bootstrap ?? [],
+      dataDir: options.dataDir,
+      fleetKey: keyPath === undefined ? undefined : await readFleetKey(keyPath),
+      self: { region: options.region, roles: options.roles, publicAddr: edge ? (options.publicAddr ?? '127.0.0.1') : undefined, version: VERSION },
+      heartbeatMs: g.heartbeatMs,
+      downAfterMs: g.downAfterMs,
+      syncIntervalMs: g.syncIntervalMs,
+      ipColocationFactorWeight: onLoopback(listen) ? 0 : undefined,
+    })({
+      catalog,
+      log: log.child({ component: 'gossip' }),
+      load: () => ({ machines: catalog.listMachines({ node: options.name }).filter((m) => m.state === 'started').length, connections: proxy?.stats.connectionsOpen ?? 0 }),
+    })
+    await gossip.start()
+    started.push(gossip)
 
     // Machines stop before the catalog closes: their last reports must still be written.
     const machines = worker
@@ -73,8 +115,8 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
 
     // The proxy starts after the Machines (it routes to them) and, being stopped before them, drains its
     // in-flight requests while they still answer.
-    const proxy = options.roles.includes('edge')
-      ? proxyServer({ region: options.region, publicAddr: options.publicAddr, portMap: options.portMap, domain: options.domain })({ catalog, log: log.child({ component: 'proxy' }) })
+    proxy = edge
+      ? proxyServer({ region: options.region, publicAddr: options.publicAddr, portMap: options.portMap, domain: options.domain })({ catalog, log: log.child({ component: 'proxy' }), closeness: gossip.closeness })
       : undefined
     if (proxy !== undefined) {
       await proxy.start()
@@ -84,21 +126,12 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
     const logs = worker
       ? { read: (id: string, o: { follow: boolean; tail: number; signal: AbortSignal }) => readMachineLogs(options.dataDir, id, o) }
       : undefined
-    const admin = adminApi({ host: options.admin.host, port: options.admin.port, token })({ catalog, self, logs, log: log.child({ component: 'admin-api' }) })
+    const liveness = { isUp: (node: string) => gossip.isNodeUp(node), rttMs: (node: string) => gossip.closeness.rttToNode(node) }
+    const admin = adminApi({ host: options.admin.host, port: options.admin.port, token })({ catalog, self, logs, liveness, log: log.child({ component: 'admin-api' }) })
     await admin.start()
     started.push(admin)
 
-    await catalog.upsertSelf({
-      name: options.name,
-      region: options.region,
-      roles: options.roles,
-      admin: admin.address(),
-      publicAddr: proxy === undefined ? undefined : (options.publicAddr ?? '127.0.0.1'),
-      gossip: [],
-      startedAt: Date.now(),
-      load: { machines: 0, connections: 0 },
-      version: VERSION,
-    })
+    await gossip.describeSelf({ admin: admin.address() })
     log.info({ node: options.name, region: options.region, roles: options.roles, admin: admin.address(), dataDir: options.dataDir }, 'node started')
 
     let stopping: Promise<void> | undefined
@@ -107,11 +140,11 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
       admin,
       machines,
       proxy,
+      gossip,
       log,
       stop() {
         stopping ??= (async () => {
           log.info('node stopping')
-          await catalog.markSelfLeft().catch((err: unknown) => log.warn({ err }, 'could not mark this node as left'))
           await stopAll(started, log)
           log.info('node stopped')
         })()

@@ -3,7 +3,8 @@ import { rootLogger } from '../logger.js'
 import { type Daemon, type DaemonOptions, startDaemon } from '../daemon.js'
 import { DEMO_APP, ensureDemoApp } from '../dev-demo.js'
 import { fail } from './output.js'
-import { parseHostPort, parsePortMap, parseRegion, parseRoles } from './options.js'
+import { collect, parseHostPort, parsePortMap, parseRegion, parseRoles } from './options.js'
+import { EdgeProxyError } from '../../schemas/errors.js'
 import { DEV_PORT_MAP } from '../../proxy/index.js'
 
 interface DaemonFlags {
@@ -18,6 +19,20 @@ interface DaemonFlags {
   publicAddr?: string
   portMap?: string
   domain?: string
+  gossipListen?: string[]
+  bootstrap?: string[]
+  fleet?: string
+  fleetKey?: string
+  heartbeatMs?: string
+  downAfterMs?: string
+  syncIntervalMs?: string
+}
+
+function positiveMs(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 10) throw new EdgeProxyError('EP_INVALID_REQUEST', `${flag}: expected milliseconds (an integer ≥ 10), got "${value}"`)
+  return n
 }
 
 function toOptions(flags: DaemonFlags): DaemonOptions {
@@ -32,6 +47,15 @@ function toOptions(flags: DaemonFlags): DaemonOptions {
     publicAddr: flags.publicAddr,
     portMap: flags.portMap === undefined ? undefined : parsePortMap(flags.portMap),
     domain: flags.domain,
+    gossip: {
+      listen: flags.gossipListen,
+      bootstrap: flags.bootstrap,
+      fleet: flags.fleet,
+      fleetKey: flags.fleetKey,
+      heartbeatMs: positiveMs(flags.heartbeatMs, '--heartbeat-ms'),
+      downAfterMs: positiveMs(flags.downAfterMs, '--down-after-ms'),
+      syncIntervalMs: positiveMs(flags.syncIntervalMs, '--sync-interval-ms'),
+    },
   }
 }
 
@@ -77,6 +101,13 @@ export function registerDaemonCommands(program: Command): void {
     .option('--public-addr <ip>', 'edge: address public listeners bind', '127.0.0.1')
     .option('--port-map <pairs>', 'edge: public port → bound port, e.g. 80=8080,443=8443 (default: the same port)')
     .option('--domain <domain>', 'apps answer on <app>.<domain>', 'localhost')
+    .option('--gossip-listen <multiaddr>', 'libp2p listen address (repeatable; default /ip4/127.0.0.1/tcp/4001)', collect)
+    .option('--bootstrap <multiaddr>', 'a node to join the fleet through (repeatable)', collect)
+    .option('--fleet <dir>', 'the folder `edgeproxy fleet init` wrote (fleet key); without it the node runs alone')
+    .option('--fleet-key <file>', 'just the fleet key file')
+    .option('--heartbeat-ms <ms>', 'membership heartbeat period (default 2000)')
+    .option('--down-after-ms <ms>', 'a node silent this long is down for routing (default 10000)')
+    .option('--sync-interval-ms <ms>', 'anti-entropy period (default 5000)')
     .action(async (flags: DaemonFlags) => {
       try {
         await runUntilSignalled(toOptions(flags), flags.logLevel)

@@ -5,6 +5,7 @@ import { registerCatalogCommands } from './catalog-command.js'
 import { registerCertsCommands } from './certs-command.js'
 import { registerDaemonCommands } from './daemon-command.js'
 import { registerEventsCommands } from './events-command.js'
+import { registerFleetCommand } from './fleet.js'
 import { registerMachinesCommands } from './machines-command.js'
 
 export function buildProgram(): Command {
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
   registerCatalogCommands(program)
   registerEventsCommands(program)
   registerCertsCommands(program)
+  registerFleetCommand(program)
   return program
 }
 
