@@ -13,7 +13,7 @@ import { accept, afterTls, type ConnectionDeps } from './lifecycle.js'
 import { type Listener, ListenerSet } from './listeners.js'
 import { directConnector, type MachineConnector } from './machine-connector.js'
 import type { ClientInfo, CoarseClock, ListenerState, ProxyTimeouts, Session } from './proxy-context.js'
-import { Balancer } from './routing/balancer.js'
+import { Balancer, type RoutingHints } from './routing/balancer.js'
 import { Closeness, type ClosenessView } from './routing/closeness.js'
 import { explainRoute, type RouteExplanation } from './routing/explain.js'
 import { planPorts } from './routing/port-plan.js'
@@ -65,7 +65,7 @@ export interface ProxyServer {
   /** Resolves once catalog event `seq` is in the routing index and listeners reflect it. */
   whenApplied(seq: number, timeoutMs?: number): Promise<void>
   /** The routing decision's inputs for a host on a public port (`edgeproxy route explain`). */
-  explain(host: string, publicPort?: number): RouteExplanation
+  explain(host: string, publicPort?: number, hints?: RoutingHints): RouteExplanation
 }
 
 const DEFAULT_TIMEOUTS: ProxyTimeouts = { headersMs: 10_000, idleMs: 60_000, handshakeMs: 10_000, drainMs: 10_000 }
@@ -191,8 +191,8 @@ export class DefaultProxyServer implements ProxyServer {
     return this.listeners.get(443)?.boundPort ?? this.deps.bindPortOf(443)
   }
 
-  explain(host: string, publicPort = 80): RouteExplanation {
-    return explainRoute(this.index, this.balancer, this.closeness, host, publicPort)
+  explain(host: string, publicPort = 80, hints?: RoutingHints): RouteExplanation {
+    return explainRoute(this.index, this.balancer, this.closeness, host, publicPort, hints)
   }
 
   async whenApplied(seq: number, timeoutMs = 10_000): Promise<void> {

@@ -7,6 +7,7 @@ import { fleetKeyPath, gossipNode, type GossipNode, readFleetKey } from '../goss
 import { machineSupervisor, type MachineSupervisor, readMachineLogs } from '../machines/index.js'
 import { proxyServer, type ProxyServer } from '../proxy/index.js'
 import { type AdminApi, adminApi } from './admin-api/server.js'
+import type { RouteExplainer } from './admin-api/components.js'
 import { VERSION } from './version.js'
 
 export interface DaemonOptions {
@@ -127,7 +128,7 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
       ? { read: (id: string, o: { follow: boolean; tail: number; signal: AbortSignal }) => readMachineLogs(options.dataDir, id, o) }
       : undefined
     const liveness = { isUp: (node: string) => gossip.isNodeUp(node), rttMs: (node: string) => gossip.closeness.rttToNode(node) }
-    const admin = adminApi({ host: options.admin.host, port: options.admin.port, token })({ catalog, self, logs, liveness, log: log.child({ component: 'admin-api' }) })
+    const admin = adminApi({ host: options.admin.host, port: options.admin.port, token })({ catalog, self, logs, liveness, route: routeExplainer(proxy), log: log.child({ component: 'admin-api' }) })
     await admin.start()
     started.push(admin)
 
@@ -155,6 +156,11 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
     await stopAll(started, log)
     throw err
   }
+}
+
+function routeExplainer(proxy: ProxyServer | undefined): RouteExplainer | undefined {
+  if (proxy === undefined) return undefined
+  return { domain: proxy.index.domain, explain: (host, port, hints) => proxy.explain(host, port, hints) }
 }
 
 async function stopAll(started: Startable[], log: Logger): Promise<void> {

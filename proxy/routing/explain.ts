@@ -1,4 +1,4 @@
-import type { Balancer } from './balancer.js'
+import type { Balancer, RoutingHints } from './balancer.js'
 import type { Closeness } from './closeness.js'
 import { ineligibleReason } from './routable-machine.js'
 import type { RoutingIndex } from './routing-index.js'
@@ -14,11 +14,17 @@ export interface RouteExplanation {
   /** Eligible Machines in the order regions are tried. */
   candidates: Array<{ machine: string; region: string; node: string; rttMs: number; load: number; tier: 'T0' | 'T1' | 'T2' }>
   excluded: Array<{ machine: string; region: string; reason: string }>
+  /** Routing headers taken into account. */
+  hints?: RoutingHints
+  /** What the balancer picks now (ties among equally loaded Machines are broken at random). */
+  choice?: { machine: string; region: string; node: string; tier: 'T0' | 'T1'; load: number } | { none: 'none' | 'capacity' }
+  /** The choice in words. */
+  why?: string
 }
 
-export function explainRoute(index: RoutingIndex, balancer: Balancer, closeness: Closeness, host: string, publicPort: number): RouteExplanation {
+export function explainRoute(index: RoutingIndex, balancer: Balancer, closeness: Closeness, host: string, publicPort: number, hints?: RoutingHints): RouteExplanation {
   const app = index.appForHost(host.toLowerCase())
-  const out: RouteExplanation = { host, publicPort, app: app?.name, candidates: [], excluded: [] }
+  const out: RouteExplanation = { host, publicPort, app: app?.name, candidates: [], excluded: [], ...(hints === undefined ? {} : { hints }) }
   if (app === undefined) return { ...out, problem: `no app answers to "${host}"` }
   const route = app.ports.get(publicPort)
   if (route === undefined) return { ...out, problem: `app "${app.name}" has no service on port ${publicPort}` }
@@ -39,5 +45,29 @@ export function explainRoute(index: RoutingIndex, balancer: Balancer, closeness:
     if (reason !== undefined) out.excluded.push({ machine: m.id, region: m.region, reason })
   }
   if (out.candidates.length === 0) out.problem = 'no eligible Machine'
+  // the balancer's own pick, as a request would get it (a dry run: no load is leased)
+  const picked = balancer.pick(s, hints)
+  if (picked === 'none' || picked === 'capacity') {
+    out.choice = { none: picked }
+    out.why = picked === 'none'
+      ? `no Machine can take it${hints === undefined ? '' : ' within the routing headers'}: every Machine of the app is excluded (see excluded)`
+      : `every eligible Machine is at hard_limit ${out.service.hardLimit}: the request would queue, then get 503 EP_CAPACITY`
+    return out
+  }
+  const chosen = out.candidates.find((c) => c.machine === picked.machine.id)
+  const region = chosen?.region ?? picked.machine.region
+  const load = picked.cell.n
+  const tier = load < s.softLimit ? 'T0' : 'T1'
+  out.choice = { machine: picked.machine.id, region, node: picked.machine.node, tier, load }
+  const regionsBefore = [...new Set(out.candidates.map((c) => c.region))]
+  const closer = regionsBefore.slice(0, Math.max(0, regionsBefore.indexOf(region)))
+  const tied = out.candidates.filter((c) => c.region === region && c.load === load && c.tier === tier).length
+  const parts = [
+    hints?.forceInstance !== undefined ? `fly-force-instance-id names it` : hints?.preferInstance === picked.machine.id ? 'fly-prefer-instance-id names it and it has room' : undefined,
+    closer.length === 0 ? `${region} is the closest region with a Machine that has room` : `closer regions (${closer.join(', ')}) have no Machine under hard_limit`,
+    tier === 'T0' ? `it is under soft_limit ${s.softLimit} (T0)` : `no ${region} Machine is under soft_limit, it is under hard_limit (T1)`,
+    tied > 1 ? `least loaded (${load}), one of ${tied} tied, picked at random` : `least loaded (${load})`,
+  ]
+  out.why = parts.filter((p) => p !== undefined).join('; ')
   return out
 }

@@ -1,5 +1,6 @@
 import type { Catalog } from '../../catalog/index.js'
 import type { Role } from '../../schemas/catalog-records.js'
+import type { RouteExplanation, RoutingHints } from '../../proxy/index.js'
 
 /** Live facts about a node that the catalog does not hold (liveness and RTT come from gossip). */
 export interface NodeLiveness {
@@ -11,11 +12,18 @@ export interface MachineLogsReader {
   read(machineId: string, options: { follow: boolean; tail: number; signal: AbortSignal }): AsyncIterable<string>
 }
 
+/** The edge's routing decisions (the proxy), for `route explain`. */
+export interface RouteExplainer {
+  readonly domain: string
+  explain(host: string, publicPort: number, hints?: RoutingHints): RouteExplanation
+}
+
 export interface AdminApiComponents {
   catalog: Catalog
   self: { name: string; region: string; roles: Role[] }
   liveness?: NodeLiveness
   logs?: MachineLogsReader
+  route?: RouteExplainer
   /** Prometheus text for /metrics. */
   metrics?: () => Promise<string>
 }

@@ -11,6 +11,7 @@ import { eventsRoutes } from './events-routes.js'
 import { machinesRoutes } from './machines-routes.js'
 import { nodesRoutes } from './nodes-routes.js'
 import { uiRoutes } from './ui-routes.js'
+import { routeRoutes } from './route-routes.js'
 
 export interface AdminApiInit {
   host: string
@@ -50,6 +51,7 @@ export function adminApi(init: AdminApiInit) {
     catalogRoutes(server, components)
     certsRoutes(server, components)
     uiRoutes(server)
+    routeRoutes(server, components)
 
     return {
       server,

@@ -6,6 +6,7 @@ import { registerCertsCommands } from './certs-command.js'
 import { registerDaemonCommands } from './daemon-command.js'
 import { registerEventsCommands } from './events-command.js'
 import { registerFleetCommand } from './fleet.js'
+import { registerRouteCommands } from './route-command.js'
 import { registerMachinesCommands } from './machines-command.js'
 
 export function buildProgram(): Command {
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerEventsCommands(program)
   registerCertsCommands(program)
   registerFleetCommand(program)
+  registerRouteCommands(program)
   return program
 }
 
