@@ -8,6 +8,7 @@ import { machineSupervisor, type MachineSupervisor, readMachineLogs } from '../m
 import { proxyServer, type ProxyServer } from '../proxy/index.js'
 import { type AdminApi, adminApi } from './admin-api/server.js'
 import type { RouteExplainer } from './admin-api/components.js'
+import { metricsRegistry } from './metrics/registry.js'
 import { VERSION } from './version.js'
 
 export interface DaemonOptions {
@@ -128,7 +129,7 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
       ? { read: (id: string, o: { follow: boolean; tail: number; signal: AbortSignal }) => readMachineLogs(options.dataDir, id, o) }
       : undefined
     const liveness = { isUp: (node: string) => gossip.isNodeUp(node), rttMs: (node: string) => gossip.closeness.rttToNode(node) }
-    const admin = adminApi({ host: options.admin.host, port: options.admin.port, token })({ catalog, self, logs, liveness, route: routeExplainer(proxy), log: log.child({ component: 'admin-api' }) })
+    const admin = adminApi({ host: options.admin.host, port: options.admin.port, token })({ catalog, self, logs, liveness, route: routeExplainer(proxy), metrics: metricsRegistry({ catalog, proxy, gossip }).render, log: log.child({ component: 'admin-api' }) })
     await admin.start()
     started.push(admin)
 

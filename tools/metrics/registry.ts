@@ -1,0 +1,123 @@
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
+import type { CatalogReader } from '../../catalog/index.js'
+import type { GossipNode, GossipStats } from '../../gossip/index.js'
+import type { ProxyServer } from '../../proxy/index.js'
+import { type CounterSource, readCounters } from './counter-source.js'
+
+export interface MetricsSources {
+  catalog: CatalogReader
+  proxy?: ProxyServer
+  gossip?: GossipNode
+}
+
+/**
+ * `/metrics` (Prometheus text). Components keep plain counters on their hot paths; they are read here at
+ * scrape time, so metrics cost the data plane nothing between scrapes.
+ */
+export function metricsRegistry(sources: MetricsSources): { registry: Registry; render: () => Promise<string> } {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry, prefix: 'edgeproxy_' })
+  const { catalog, proxy, gossip } = sources
+
+  new Gauge({
+    name: 'edgeproxy_catalog_seq', help: 'Seq of the newest event in this node\'s catalog event log', registers: [registry],
+    collect() { this.set(catalog.lastSeq) },
+  })
+  new Gauge({
+    name: 'edgeproxy_catalog_apps', help: 'Apps in the catalog', registers: [registry],
+    collect() { this.set(catalog.listApps().length) },
+  })
+  new Gauge({
+    name: 'edgeproxy_catalog_machines', help: 'Machines in the catalog by observed state', labelNames: ['state'], registers: [registry],
+    collect() {
+      this.reset()
+      for (const m of catalog.listMachines()) this.inc({ state: m.state })
+    },
+  })
+  new Gauge({
+    name: 'edgeproxy_catalog_quarantined_docs', help: 'Catalog documents set aside (edgeproxy catalog quarantine)', registers: [registry],
+    collect() { this.set(catalog.listQuarantined().length) },
+  })
+
+  if (proxy !== undefined) {
+    const s = proxy.stats
+    const counters: CounterSource[] = [
+      ['edgeproxy_proxy_connections_accepted_total', 'Client connections accepted', () => s.connectionsAccepted],
+      ['edgeproxy_proxy_tls_handshakes_total', 'TLS handshakes completed', () => s.tlsHandshakes],
+      ['edgeproxy_proxy_tls_handshake_failures_total', 'TLS handshakes that failed', () => s.tlsHandshakeFailures],
+      ['edgeproxy_proxy_pg_ssl_requests_total', 'Postgres SSLRequests answered', () => s.pgSslRequests],
+      ['edgeproxy_proxy_requests_total', 'HTTP requests routed (all handlers)', () => s.requests],
+      ['edgeproxy_proxy_responses_total', 'HTTP responses relayed', () => s.responses],
+      ['edgeproxy_proxy_queued_total', 'Requests that waited for capacity (all Machines at hard_limit)', () => s.queued],
+      ['edgeproxy_proxy_queue_timeouts_total', 'Queued requests answered 503 EP_CAPACITY', () => s.queueTimeouts],
+      ['edgeproxy_proxy_queue_rejected_total', 'Requests refused because the queue was full', () => s.queueRejected],
+      ['edgeproxy_proxy_upstream_connects_total', 'New connections to Machines', () => s.upstreamConnects],
+      ['edgeproxy_proxy_upstream_connect_failures_total', 'Failed connections to Machines', () => s.upstreamConnectFailures],
+      ['edgeproxy_proxy_upstream_reused_total', 'Requests sent on a pooled keep-alive connection', () => s.upstreamReused],
+      ['edgeproxy_proxy_retries_total', 'Requests retried on another Machine', () => s.retries],
+      ['edgeproxy_proxy_streams_forwarded_total', 'Raw TCP / proxy_proto / pg streams forwarded', () => s.streamsForwarded],
+      ['edgeproxy_proxy_upgrades_total', 'Upgraded (WebSocket) connections', () => s.upgrades],
+      ['edgeproxy_proxy_h2_streams_total', 'HTTP/2 streams from clients', () => s.h2Streams],
+    ]
+    readCounters(registry, counters)
+    new Gauge({
+      name: 'edgeproxy_proxy_connections_open', help: 'Client connections open now', registers: [registry],
+      collect() { this.set(s.connectionsOpen) },
+    })
+    labelledTotals(registry, 'edgeproxy_proxy_route_errors_total', 'Requests that could not be routed, by error code', () => s.routeErrors)
+    labelledTotals(registry, 'edgeproxy_proxy_client_errors_total', 'Client requests refused (smuggling, limits, timeouts), by error code', () => s.clientErrors)
+  }
+
+  // one snapshot of the gossip counters per scrape, taken in render()
+  let gossipSnapshot: GossipStats | undefined
+  if (gossip !== undefined) {
+    const g = (): GossipStats => (gossipSnapshot ??= gossip.stats())
+    readCounters(registry, [
+      ['edgeproxy_gossip_changes_published_total', 'Catalog change messages published', () => g().changesPublished],
+      ['edgeproxy_gossip_changes_received_total', 'Catalog change messages received', () => g().changesReceived],
+      ['edgeproxy_gossip_changes_applied_total', 'Received change messages applied', () => g().changesApplied],
+      ['edgeproxy_gossip_heartbeats_sent_total', 'Heartbeats published', () => g().heartbeatsSent],
+      ['edgeproxy_gossip_heartbeats_received_total', 'Heartbeats received', () => g().heartbeatsReceived],
+      ['edgeproxy_gossip_sync_sessions_total', 'Anti-entropy sessions this node started', () => g().syncInitiated],
+      ['edgeproxy_gossip_sync_failures_total', 'Anti-entropy sessions that failed', () => g().syncFailed],
+      ['edgeproxy_gossip_sync_docs_converged_total', 'Documents brought level by anti-entropy', () => g().syncDocsConverged],
+    ])
+    new Counter({
+      name: 'edgeproxy_gossip_dropped_total', help: 'Gossip messages dropped, by kind and reason', labelNames: ['kind', 'reason'], registers: [registry],
+      collect() {
+        const c = g()
+        this.reset()
+        for (const [reason, n] of Object.entries(c.droppedChanges)) this.inc({ kind: 'changes', reason }, n)
+        for (const [reason, n] of Object.entries(c.droppedHeartbeats)) this.inc({ kind: 'heartbeat', reason }, n)
+      },
+    })
+    new Gauge({
+      name: 'edgeproxy_gossip_peers', help: 'Connected gossip peers', registers: [registry],
+      collect() { this.set(g().peers) },
+    })
+    new Gauge({
+      name: 'edgeproxy_gossip_nodes', help: 'Known nodes by liveness as this node sees them', labelNames: ['state'], registers: [registry],
+      collect() {
+        this.reset()
+        for (const n of gossip.nodes()) this.inc({ state: n.state })
+      },
+    })
+  }
+  return {
+    registry,
+    render: async () => {
+      gossipSnapshot = undefined
+      return registry.metrics()
+    },
+  }
+}
+
+function labelledTotals(registry: Registry, name: string, help: string, read: () => Record<string, number>): void {
+  new Counter({
+    name, help, labelNames: ['code'], registers: [registry],
+    collect() {
+      this.reset()
+      for (const [code, n] of Object.entries(read())) this.inc({ code }, n)
+    },
+  })
+}
