@@ -20,6 +20,7 @@ const SUITES: Record<string, Suite> = {
   'proxy-http': { script: 'proxy-http' },
   'proxy-tls': { script: 'proxy-tls' },
   'proxy-tcp': { script: 'proxy-tcp' },
+  autoscale: { script: 'autoscale' },
 }
 
 /** Scripts run from source with tsx (as their own child processes do), in the package root. */

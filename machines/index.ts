@@ -12,6 +12,7 @@
 export { machineSupervisor, type MachineSupervisor, type MachineProcessInfo } from './supervisor.js'
 export type { MachineSupervisorInit, MachineSupervisorComponents, SupervisorCatalog } from './supervisor-options.js'
 export { readMachineLogs, type ReadMachineLogsOptions } from './logs/read-logs.js'
+export { flycastHostsFile, flycastHostsPath, type FlycastHosts } from './flycast-hosts.js'
 export { demoAppCommand } from './demo-app-command.js'
 export { DEFAULT_MACHINE_RANGE, parseMachineRange } from './address-pool.js'
 export { DEFAULT_CRASH_POLICY, type CrashPolicy } from './backoff.js'

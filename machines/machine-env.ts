@@ -27,6 +27,8 @@ export interface MachineEnvInput {
   /** The daemon's own environment, from which `inherit` names are copied. */
   hostEnv?: NodeJS.ProcessEnv
   inherit?: readonly string[]
+  /** The node's Flycast hosts file (machines/flycast-hosts.ts), given to the Machine as FLY_FLYCAST_HOSTS. */
+  flycastHosts?: string
 }
 
 /**
@@ -49,5 +51,6 @@ export function buildMachineEnv(input: MachineEnvInput): Record<string, string> 
   env.FLY_PRIVATE_IP = privateAddr
   env.FLY_PROCESS_GROUP = machine.spec.processGroup
   if (config?.primary_region !== undefined) env.PRIMARY_REGION = config.primary_region
+  if (input.flycastHosts !== undefined) env.FLY_FLYCAST_HOSTS = input.flycastHosts
   return env
 }

@@ -12,6 +12,7 @@ import type { Probe } from './health/probe.js'
 import { MachineLog } from './logs/machine-log.js'
 import { resolveMachineCommand } from './machine-command.js'
 import { buildMachineEnv } from './machine-env.js'
+import { flycastHostsPath } from './flycast-hosts.js'
 import { type InstanceDeps, MachineInstance } from './machine-instance.js'
 import { MachineReporter } from './machine-reporter.js'
 import { machineDir, type PidRecord } from './pid-files.js'
@@ -173,7 +174,9 @@ export class MachineRuntime {
       const e = EdgeProxyError.from(err)
       return this.fail(e.code === 'EP_MACHINE_ADDRESS_EXHAUSTED' ? e.code : 'EP_MACHINE_SPAWN_FAILED', e.message)
     }
-    const env = buildMachineEnv({ machine: this.record, config: this.config, privateAddr: addr, inherit: this.ctx.options.inheritEnv })
+    const env = buildMachineEnv({
+      machine: this.record, config: this.config, privateAddr: addr, inherit: this.ctx.options.inheritEnv, flycastHosts: flycastHostsPath(this.ctx.options.dataDir),
+    })
     this.startReason = reason
     // not awaited: the write queue keeps catalog writes in order, and the spawn need not wait for an fsync
     const reported = this.report('starting', reason, addr)

@@ -1,5 +1,7 @@
 import { connect, type Socket } from 'node:net'
 import { EdgeProxyError } from '../schemas/errors.js'
+import { proxyProtocolHeader } from './handlers/proxy-proto.js'
+import type { ClientInfo } from './proxy-context.js'
 import type { RoutableMachine } from './routing/routable-machine.js'
 
 /**
@@ -8,8 +10,23 @@ import type { RoutableMachine } from './routing/routable-machine.js'
  * proxy only ever sees a connected Socket.
  */
 export interface MachineConnector {
-  /** Opens a stream to `port` of the Machine; `done` runs exactly once. */
-  connect(machine: RoutableMachine, port: number, done: (err: EdgeProxyError | undefined, socket: Socket | undefined) => void): void
+  /**
+   * Opens a stream to `port` of the Machine; `done` runs exactly once. The socket may be a backhaul stream
+   * standing in for one (proxy/backhaul/): only stream methods and `setNoDelay` may be used on it.
+   */
+  connect(machine: RoutableMachine, port: number, done: (err: EdgeProxyError | undefined, socket: Socket | undefined) => void, facts?: ConnectFacts): void
+}
+
+/**
+ * What the hop that opens the Machine's connection needs to know about the client (issue 7): the PROXY
+ * header is written by whoever connects to the Machine — this node, or the worker at the far end of the
+ * backhaul — always with the original client's address.
+ */
+export interface ConnectFacts {
+  readonly client: ClientInfo
+  /** The port's proxy_proto handler: the header goes first on the Machine connection. */
+  readonly proxyProto?: 'v1' | 'v2'
+  readonly reqId?: string
 }
 
 export interface DirectConnectorInit {
@@ -21,7 +38,7 @@ export interface DirectConnectorInit {
 export function directConnector(init: DirectConnectorInit = {}): MachineConnector {
   const timeoutMs = init.connectTimeoutMs ?? 5000
   return {
-    connect(machine, port, done) {
+    connect(machine, port, done, facts) {
       const host = machine.privateAddr
       if (host === undefined) {
         done(new EdgeProxyError('EP_MACHINE_UNREACHABLE', `Machine ${machine.id} has no private address yet`), undefined)
@@ -34,7 +51,9 @@ export function directConnector(init: DirectConnectorInit = {}): MachineConnecto
         settled = true
         clearTimeout(timer)
         socket.removeListener('error', onError)
-        if (err !== undefined) { socket.destroy(); done(err, undefined) } else done(undefined, socket)
+        if (err !== undefined) { socket.destroy(); done(err, undefined); return }
+        if (facts?.proxyProto !== undefined) socket.write(proxyHeaderFor(facts.proxyProto, facts.client))
+        done(undefined, socket)
       }
       const onError = (err: NodeJS.ErrnoException): void => finish(unreachable(machine, host, port, err))
       const timer = setTimeout(() => finish(new EdgeProxyError('EP_MACHINE_UNREACHABLE',
@@ -43,6 +62,11 @@ export function directConnector(init: DirectConnectorInit = {}): MachineConnecto
       socket.on('error', onError)
     },
   }
+}
+
+/** source = the client, destination = the address and port it dialled (FLY-SPEC §7). */
+export function proxyHeaderFor(version: 'v1' | 'v2', client: ClientInfo): Buffer {
+  return proxyProtocolHeader(version, { sourceIp: client.ip, sourcePort: client.port, destIp: client.localAddress, destPort: client.localPort })
 }
 
 /** Names the likely mistake (FLY-SPEC §10: apps bound to the wrong address get a bare PC01). */

@@ -11,7 +11,14 @@ import type { UpstreamConn } from './http/upstream-conn.js'
 import { UpstreamPool, type UpstreamPoolInit } from './http/upstream-pool.js'
 import { accept, afterTls, type ConnectionDeps } from './lifecycle.js'
 import { type Listener, ListenerSet } from './listeners.js'
+import { FlycastListeners } from './flycast/flycast-listeners.js'
 import { directConnector, type MachineConnector } from './machine-connector.js'
+import { type AutoscaleInit, resolveAutoscaleOptions } from './autoscale/autoscale-options.js'
+import { Autostarter, type AutostartStats } from './autoscale/autostarter.js'
+import { Autostopper, type AutostopStats } from './autoscale/autostopper.js'
+import type { MachineStarter, MachineStopper } from './autoscale/machine-control.js'
+import { wakeRetryConnector } from './autoscale/wake-retry-connector.js'
+import { ForwardedLoad } from './autoscale/forwarded-load.js'
 import type { ClientInfo, CoarseClock, ListenerState, ProxyTimeouts, Session } from './proxy-context.js'
 import { Balancer, type RoutingHints } from './routing/balancer.js'
 import { Closeness, type ClosenessView } from './routing/closeness.js'
@@ -43,6 +50,10 @@ export interface ProxyServerInit {
   connectTimeoutMs?: number
   /** How often timers are checked (timeouts are this coarse). Default: a fifth of the shortest timeout, ≤ 1 s. */
   sweepIntervalMs?: number
+  /** An app's port → the port its Flycast listener binds (default: the same port, as Fly does; dev maps like portMap). */
+  flycastPortMap?: Readonly<Record<number, number>> | ((publicPort: number) => number)
+  /** Autostart and autostop timings (proxy/autoscale/autoscale-options.ts). */
+  autoscale?: AutoscaleInit
 }
 
 export interface ProxyServerComponents {
@@ -52,6 +63,10 @@ export interface ProxyServerComponents {
   closeness?: ClosenessView
   /** How to reach a Machine; default: its private address on this host. The backhaul replaces it for remote nodes. */
   connector?: MachineConnector
+  /** Autostart: asks a Machine's host to start it (a catalog write, injected by tools/). Without it nothing is started. */
+  starter?: MachineStarter
+  /** Autostop of the Machines this node hosts (cordon, stop, suspend). Without it nothing is stopped. */
+  stopper?: MachineStopper
 }
 
 export interface ProxyServer {
@@ -62,10 +77,16 @@ export interface ProxyServer {
   readonly index: RoutingIndex
   /** The port bound for an app's public port (differs from the map when it maps to 0, as in tests). */
   boundPort(publicPort: number): number | undefined
+  /** The port an app's service port is bound on at its Flycast address (undefined: not bound here). */
+  flycastPort(app: string, publicPort: number): number | undefined
   /** Resolves once catalog event `seq` is in the routing index and listeners reflect it. */
   whenApplied(seq: number, timeoutMs?: number): Promise<void>
   /** The routing decision's inputs for a host on a public port (`edgeproxy route explain`). */
   explain(host: string, publicPort?: number, hints?: RoutingHints): RouteExplanation
+  /** Autostart / autostop counters; undefined when that part is not wired. */
+  readonly autoscale: { readonly autostart: AutostartStats | undefined; readonly autostop: AutostopStats | undefined }
+  /** The backhaul's worker side counts here the streams it opens to this node's Machines (autostop reads them). */
+  readonly forwardedLoad: ForwardedLoad
 }
 
 const DEFAULT_TIMEOUTS: ProxyTimeouts = { headersMs: 10_000, idleMs: 60_000, handshakeMs: 10_000, drainMs: 10_000 }
@@ -77,9 +98,14 @@ export class DefaultProxyServer implements ProxyServer {
   private readonly closeness: Closeness
   private readonly balancer: Balancer
   private readonly router: Router
+  private readonly autostarter: Autostarter | undefined
+  private readonly autostopper: Autostopper | undefined
+  readonly autoscale: ProxyServer['autoscale']
+  readonly forwardedLoad = new ForwardedLoad()
   private readonly pool: UpstreamPool<UpstreamConn>
   private readonly certs: CertStore
   private readonly listeners: ListenerSet
+  private readonly flycast: FlycastListeners
   private readonly sessions = new Set<Session>()
   private readonly clock: CoarseClock = { now: Date.now() }
   private readonly timeouts: ProxyTimeouts
@@ -99,7 +125,16 @@ export class DefaultProxyServer implements ProxyServer {
     this.index = new RoutingIndex({ domain: init.domain })
     this.closeness = new Closeness(c.catalog.nodeName, init.region, c.closeness)
     this.balancer = new Balancer(this.index, this.closeness)
-    this.router = new Router(this.balancer, this.stats, init.queue)
+    const autoscale = resolveAutoscaleOptions(init.autoscale)
+    this.autostarter = c.starter === undefined ? undefined : new Autostarter({
+      index: this.index, closeness: this.closeness, starter: c.starter, log: c.log.child({ part: 'autostart' }), pump: (app) => this.pumpApp(app),
+    }, autoscale)
+    this.autostopper = c.stopper === undefined ? undefined : new Autostopper({
+      index: this.index, stopper: c.stopper, starts: this.autostarter ?? { isStarting: () => false }, nodeName: c.catalog.nodeName,
+      forwarded: this.forwardedLoad, log: c.log.child({ part: 'autostop' }),
+    }, autoscale)
+    this.autoscale = { autostart: this.autostarter?.stats, autostop: this.autostopper?.stats }
+    this.router = new Router(this.balancer, this.stats, init.queue, this.autostarter)
     this.pool = new UpstreamPool<UpstreamConn>(init.pool)
     this.timeouts = { ...DEFAULT_TIMEOUTS, ...init.timeouts }
     this.certs = new CertStore({ isKnownHost: (h) => this.index.appForHost(h) !== undefined, log: c.log })
@@ -111,12 +146,18 @@ export class DefaultProxyServer implements ProxyServer {
       onConnection: (socket: Socket, listener: Listener) => accept(socket, listener, this.deps),
       log: c.log,
     })
+    const flycastMap = init.flycastPortMap ?? {}
+    this.flycast = new FlycastListeners({
+      bindPortOf: typeof flycastMap === 'function' ? flycastMap : (p: number): number => flycastMap[p] ?? p,
+      onConnection: (socket: Socket, listener: Listener) => accept(socket, listener, this.deps),
+      log: c.log.child({ part: 'flycast' }),
+    })
     const deps: ConnectionDeps = {
       index: this.index,
       balancer: this.balancer,
       router: this.router,
       pool: this.pool,
-      connector: c.connector ?? directConnector({ connectTimeoutMs: init.connectTimeoutMs }),
+      connector: this.withWakeRetry(c.connector ?? directConnector({ connectTimeoutMs: init.connectTimeoutMs })),
       stats: this.stats,
       log: c.log,
       region: init.region,
@@ -124,7 +165,8 @@ export class DefaultProxyServer implements ProxyServer {
       limits: { ...DEFAULT_HTTP_LIMITS, ...init.limits },
       timeouts: this.timeouts,
       clock: this.clock,
-      bindPortOf: (p: number) => (p === 443 ? this.httpsPort() : bindPortOf(p)),
+      // an https redirect points at the bound 443 (dev 8443), or at what 443 maps to when nothing listens there
+      bindPortOf: (p: number) => (p === 443 ? this.listeners.get(443)?.boundPort ?? bindPortOf(443) : bindPortOf(p)),
       sessions: this.sessions,
       draining: false,
       tlsFront: (listener: ListenerState) => {
@@ -151,6 +193,7 @@ export class DefaultProxyServer implements ProxyServer {
     const tick = this.init.sweepIntervalMs ?? Math.max(10, Math.min(1000, Math.floor(Math.min(t.headersMs, t.idleMs) / 5)))
     this.sweeper = setInterval(() => this.sweep(), tick)
     this.sweeper.unref()
+    this.autostopper?.start()
     await this.reconciled
     this.log.info({ region: this.init.region, seq: this.index.lastSeq }, 'proxy started')
   }
@@ -163,6 +206,8 @@ export class DefaultProxyServer implements ProxyServer {
     this.subscription = undefined
     this.closenessOff?.()
     await this.listeners.close()
+    await this.flycast.close()
+    await this.autostopper?.stop() // drains in progress give up: their Machines take traffic again
     for (const s of this.sessions) s.drain()
     const deadline = Date.now() + this.timeouts.drainMs
     while (this.sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
@@ -177,18 +222,18 @@ export class DefaultProxyServer implements ProxyServer {
     clearInterval(this.sweeper)
     this.sweeper = undefined
     this.pool.closeAll()
+    this.autostarter?.stop()
     for (const w of this.seqWaiters) w.resolve()
     this.seqWaiters = []
     this.log.info({ stats: { requests: this.stats.requests, connections: this.stats.connectionsAccepted } }, 'proxy stopped')
   }
 
-  boundPort(publicPort: number): number | undefined {
-    return this.listeners.get(publicPort)?.boundPort
+  flycastPort(app: string, publicPort: number): number | undefined {
+    return this.flycast.boundPort(app, publicPort)
   }
 
-  /** Where an https redirect points: the bound 443 (dev 8443), or 443 itself. */
-  private httpsPort(): number {
-    return this.listeners.get(443)?.boundPort ?? this.deps.bindPortOf(443)
+  boundPort(publicPort: number): number | undefined {
+    return this.listeners.get(publicPort)?.boundPort
   }
 
   explain(host: string, publicPort = 80, hints?: RoutingHints): RouteExplanation {
@@ -219,6 +264,17 @@ export class DefaultProxyServer implements ProxyServer {
     this.afterChanges(changes)
   }
 
+  /** Waiters of an app look again (autostart gave up a start outside an index change). */
+  private pumpApp(name: string): void {
+    const app = this.index.app(name)
+    if (app !== undefined) for (const s of app.services) this.router.pump(s)
+  }
+
+  /** Connection refusals of a Machine just woken are retried (FLY-SPEC §10), whichever connector reaches it. */
+  private withWakeRetry(connector: MachineConnector): MachineConnector {
+    return this.autostarter === undefined ? connector : wakeRetryConnector(connector, this.autostarter)
+  }
+
   /** A gap (or a bug) in the event stream: rebuild from a snapshot and follow from there. */
   private resync(cause: unknown): void {
     this.log.warn({ err: cause }, 'routing index resync from a catalog snapshot')
@@ -232,10 +288,11 @@ export class DefaultProxyServer implements ProxyServer {
   private afterChanges(changes: IndexChanges): void {
     if (changes.ports) this.scheduleReconcile()
     for (const name of changes.apps) {
+      this.autostarter?.appChanged(name) // a start that succeeded or failed decides what the pump does
       const app = this.index.app(name)
       if (app !== undefined) for (const s of app.services) this.router.pump(s)
     }
-    if (changes.nodes) for (const app of this.index.allApps()) for (const s of app.services) this.router.pump(s)
+    if (changes.nodes) for (const app of this.index.allApps()) { this.autostarter?.appChanged(app.name); for (const s of app.services) this.router.pump(s) }
     if (this.seqWaiters.length > 0) {
       const seq = this.index.lastSeq
       const ready = this.seqWaiters.filter((w) => w.seq <= seq)
@@ -252,7 +309,7 @@ export class DefaultProxyServer implements ProxyServer {
       queueMicrotask(() => {
         this.reconcilePending = false
         if (!this.started) { resolve(); return }
-        this.listeners.reconcile(planPorts(this.index)).then(resolve, (err) => {
+        Promise.all([this.listeners.reconcile(planPorts(this.index)), this.flycast.reconcile(this.index)]).then(() => resolve(), (err) => {
           this.log.error({ err }, 'listener reconcile failed')
           resolve()
         })

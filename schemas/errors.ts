@@ -20,6 +20,8 @@ export const ERROR_TABLE = {
   EP_CATALOG_CLOSED: { status: 503, fly: undefined },
   // gossip
   EP_FLEET_KEY_INVALID: { status: 400, fly: undefined },
+  EP_FLEET_CA_INVALID: { status: 400, fly: undefined },
+  EP_NODE_CERT_INVALID: { status: 400, fly: undefined },
   EP_PEER_KEY_INVALID: { status: 500, fly: undefined },
   EP_GOSSIP_MESSAGE_INVALID: { status: 400, fly: undefined },
   EP_SYNC_FAILED: { status: 502, fly: undefined },
@@ -43,6 +45,7 @@ export const ERROR_TABLE = {
   EP_REPLAY_LOOP: { status: 508, fly: 'PA02' },
   EP_REPLAY_INVALID: { status: 502, fly: 'PA03' },
   EP_REPLAY_TARGET_NOT_FOUND: { status: 502, fly: 'PA04' },
+  EP_REPLAY_TIMEOUT: { status: 504, fly: undefined },
   EP_BAD_REQUEST: { status: 400, fly: 'PU04' },
   EP_HEADERS_TOO_LARGE: { status: 431, fly: undefined },
   EP_URI_TOO_LONG: { status: 414, fly: undefined },

@@ -4,8 +4,10 @@ import { type Catalog, openCatalog } from '../catalog/index.js'
 import type { Role } from '../schemas/catalog-records.js'
 import { EdgeProxyError } from '../schemas/errors.js'
 import { fleetKeyPath, gossipNode, type GossipNode, readFleetKey } from '../gossip/index.js'
-import { machineSupervisor, type MachineSupervisor, readMachineLogs } from '../machines/index.js'
-import { proxyServer, type ProxyServer } from '../proxy/index.js'
+import { flycastHostsFile, machineSupervisor, type MachineSupervisor, readMachineLogs } from '../machines/index.js'
+import { type AutoscaleInit, proxyServer, type ProxyServer } from '../proxy/index.js'
+import { catalogMachineStarter, catalogMachineStopper } from './machine-control.js'
+import { type BackhaulOptions, startNodeBackhaul } from './node-backhaul.js'
 import { type AdminApi, adminApi } from './admin-api/server.js'
 import type { RouteExplainer } from './admin-api/components.js'
 import { metricsRegistry } from './metrics/registry.js'
@@ -27,8 +29,22 @@ export interface DaemonOptions {
   portMap?: Readonly<Record<number, number>>
   /** Apps answer on `<app>.<domain>` (default localhost). */
   domain?: string
+  /** Autostart wake timeout, autostop interval and drain (defaults 30 s, 60 s, 5 s). */
+  autoscale?: AutoscaleInit
+  /** CIDR Flycast addresses are allocated from (default 127.77.0.0/16; the same on every node). */
+  flycastRange?: string
+  /** Edge: an app's port → the port its Flycast listener binds (default: the same; dev: like portMap). */
+  flycastPortMap?: Readonly<Record<number, number>>
+  /** Bytes of a request body kept so fly-replay can resend it (default 10 MiB). */
+  replayBodyLimit?: number
+  /** The mTLS backhaul (issue 7): on when the fleet folder holds the fleet CA. */
+  backhaul?: BackhaulOptions
   gossip?: {
     listen?: string[]
+    /** Addresses peers dial instead of the listen addresses (NAT, a test relay). */
+    announce?: string[]
+    /** Local address for outgoing gossip connections. */
+    dialFrom?: string
     bootstrap?: string[]
     /** `--fleet DIR` (holds fleet.key) or `--fleet-key PATH`; without a key the node runs alone. */
     fleet?: string
@@ -88,12 +104,19 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
     const g = options.gossip ?? {}
     const keyPath = fleetKeyPath({ fleet: g.fleet, fleetKey: g.fleetKey })
     const listen = g.listen ?? DEFAULT_GOSSIP_LISTEN
+    // The backhaul binds before gossip starts, so this node's record carries its address from the first write.
+    const backhaul = await startNodeBackhaul({
+      dataDir: options.dataDir, name: options.name, region: options.region, roles: options.roles, fleet: g.fleet, options: options.backhaul ?? {},
+    }, { catalog, log })
+    started.push({ start: () => undefined, stop: () => backhaul.stop() })
     const gossip = gossipNode({
       listen,
+      announce: g.announce,
+      dialFrom: g.dialFrom,
       bootstrap: g.bootstrap ?? [],
       dataDir: options.dataDir,
       fleetKey: keyPath === undefined ? undefined : await readFleetKey(keyPath),
-      self: { region: options.region, roles: options.roles, publicAddr: edge ? (options.publicAddr ?? '127.0.0.1') : undefined, version: VERSION },
+      self: { region: options.region, roles: options.roles, publicAddr: edge ? (options.publicAddr ?? '127.0.0.1') : undefined, backhaul: backhaul.announce, version: VERSION },
       heartbeatMs: g.heartbeatMs,
       downAfterMs: g.downAfterMs,
       syncIntervalMs: g.syncIntervalMs,
@@ -105,6 +128,13 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
     })
     await gossip.start()
     started.push(gossip)
+
+    // Machines find <app>.flycast through this file ($FLY_FLYCAST_HOSTS); it exists before the first spawn.
+    if (worker) {
+      const hosts = flycastHostsFile({ dataDir: options.dataDir })({ catalog, log: log.child({ component: 'flycast-hosts' }) })
+      await hosts.start()
+      started.push(hosts)
+    }
 
     // Machines stop before the catalog closes: their last reports must still be written.
     const machines = worker
@@ -118,7 +148,14 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
     // The proxy starts after the Machines (it routes to them) and, being stopped before them, drains its
     // in-flight requests while they still answer.
     proxy = edge
-      ? proxyServer({ region: options.region, publicAddr: options.publicAddr, portMap: options.portMap, domain: options.domain })({ catalog, log: log.child({ component: 'proxy' }), closeness: gossip.closeness })
+      ? proxyServer({
+        region: options.region, publicAddr: options.publicAddr, portMap: options.portMap, domain: options.domain, autoscale: options.autoscale,
+        flycastPortMap: options.flycastPortMap, limits: options.replayBodyLimit === undefined ? undefined : { maxReplayBodyBytes: options.replayBodyLimit },
+      })({
+        catalog, log: log.child({ component: 'proxy' }), closeness: gossip.closeness, connector: backhaul.connector,
+        // autostart asks any Machine's host through the catalog; autostop acts only on Machines this worker hosts
+        starter: catalogMachineStarter(catalog), stopper: worker ? catalogMachineStopper(catalog) : undefined,
+      })
       : undefined
     if (proxy !== undefined) {
       await proxy.start()
@@ -129,12 +166,15 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
       ? { read: (id: string, o: { follow: boolean; tail: number; signal: AbortSignal }) => readMachineLogs(options.dataDir, id, o) }
       : undefined
     const liveness = { isUp: (node: string) => gossip.isNodeUp(node), rttMs: (node: string) => gossip.closeness.rttToNode(node) }
-    const admin = adminApi({ host: options.admin.host, port: options.admin.port, token })({ catalog, self, logs, liveness, route: routeExplainer(proxy), metrics: metricsRegistry({ catalog, proxy, gossip }).render, log: log.child({ component: 'admin-api' }) })
+    const admin = adminApi({ host: options.admin.host, port: options.admin.port, token })({ catalog, self, logs, liveness, route: routeExplainer(proxy), metrics: metricsRegistry({ catalog, proxy, gossip }).render, flycastRange: options.flycastRange, log: log.child({ component: 'admin-api' }) })
     await admin.start()
     started.push(admin)
 
     await gossip.describeSelf({ admin: admin.address() })
-    log.info({ node: options.name, region: options.region, roles: options.roles, admin: admin.address(), dataDir: options.dataDir }, 'node started')
+    log.info({
+      node: options.name, region: options.region, roles: options.roles, admin: admin.address(), dataDir: options.dataDir,
+      backhaul: backhaul.listener?.address(), gossipListen: gossip.listenAddrs(),
+    }, 'node started')
 
     let stopping: Promise<void> | undefined
     return {

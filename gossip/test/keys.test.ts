@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process'
+import { createHash, X509Certificate } from 'node:crypto'
 import { once } from 'node:events'
 import { readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -84,7 +85,10 @@ test('`edgeproxy fleet init --out DIR` writes the key and says what to do next; 
   const first = await runFleetCli(['fleet', 'init', '--out', out])
   expect(first.code).toBe(0)
   const fingerprint = fleetKeyFingerprint(await readFleetKey(join(out, FLEET_KEY_FILE)))
-  expect(first.stdout).toBe(`wrote ${join(out, FLEET_KEY_FILE)} (fingerprint ${fingerprint}); keep it secret\nnext: copy ${out} to every node and start each daemon with --fleet ${out}\n`)
+  const ca = createHash('sha256').update(new X509Certificate(await readFile(join(out, 'ca.crt'))).raw).digest('hex').slice(0, 12)
+  expect(first.stdout).toBe(`wrote ${join(out, FLEET_KEY_FILE)} (fingerprint ${fingerprint}); keep it secret\n`
+    + `wrote ${join(out, 'ca.crt')} and ${join(out, 'ca.key')} (fleet CA ${ca}); ca.key signs node certificates: keep it secret\n`
+    + `next: copy ${out} to every node and start each daemon with --fleet ${out}\n`)
 
   const second = await runFleetCli(['fleet', 'init', '--out', out])
   expect(second.code).toBe(1)

@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net'
 import { EdgeProxyError } from '../../schemas/errors.js'
+import type { ConnectFacts } from '../machine-connector.js'
 import type { ClientInfo, ListenerState, ProxyContext, Session } from '../proxy-context.js'
 import { newRequestId } from '../request-id.js'
 import type { RoutingHints } from '../routing/balancer.js'
@@ -8,7 +9,6 @@ import type { RouteWaiter } from '../routing/router.js'
 import type { Candidate, PortRoute } from '../routing/service-route.js'
 import { countError } from '../stats.js'
 import { pgErrorResponse } from './pg-tls.js'
-import { proxyProtocolHeader } from './proxy-proto.js'
 
 /** A byte stream to a Machine: raw TCP, TLS-terminated TCP, proxy_proto, pg_tls after its handshake. */
 export interface StreamCtx {
@@ -67,6 +67,7 @@ function routeStream(ctx: StreamCtx, deps: ProxyContext): PortRoute {
 function lease(ctx: StreamCtx, route: PortRoute, hints: RoutingHints | undefined, deps: ProxyContext): Promise<Candidate> {
   return new Promise((resolve, reject) => {
     const waiter: RouteWaiter = {
+      requestId: ctx.id,
       routed(result) {
         ctx.client.removeListener('close', onClose)
         if (result instanceof EdgeProxyError) { reject(result); return }
@@ -84,13 +85,13 @@ function lease(ctx: StreamCtx, route: PortRoute, hints: RoutingHints | undefined
   })
 }
 
-function connectOnce(cand: Candidate, port: number, deps: ProxyContext): Promise<Socket> {
+function connectOnce(cand: Candidate, port: number, facts: ConnectFacts, deps: ProxyContext): Promise<Socket> {
   deps.stats.upstreamConnects++
   return new Promise((resolve, reject) => {
     deps.connector.connect(cand.machine, port, (err, socket) => {
       if (err !== undefined || socket === undefined) { deps.stats.upstreamConnectFailures++; reject(err); return }
       resolve(socket)
-    })
+    }, facts)
   })
 }
 
@@ -108,7 +109,9 @@ async function connectWithRetry(ctx: StreamCtx, route: PortRoute, deps: ProxyCon
     }
     ctx.cand = cand
     try {
-      const upstream = await connectOnce(cand, route.service.config.internal_port, deps)
+      // the PROXY header is written by whoever connects to the Machine: here, or the worker across the backhaul
+      const facts: ConnectFacts = { client: ctx.info, proxyProto: route.port.proxy_proto_options?.version, reqId: ctx.id }
+      const upstream = await connectOnce(cand, route.service.config.internal_port, facts, deps)
       if (ctx.closed) { upstream.destroy(); throw new EdgeProxyError('EP_BAD_REQUEST', 'client went away') }
       return upstream
     } catch (err) {
@@ -123,16 +126,10 @@ async function connectWithRetry(ctx: StreamCtx, route: PortRoute, deps: ProxyCon
   throw lastError ?? new EdgeProxyError('EP_MACHINE_UNREACHABLE', 'no Machine accepted the connection')
 }
 
-/** forward: PROXY header first when configured, then bytes both ways with half-close, until both ends close. */
+/** forward: bytes both ways with half-close (the PROXY header went first at connect), until both ends close. */
 function forward(ctx: StreamCtx, upstream: Socket, deps: ProxyContext): Promise<void> {
   ctx.upstream = upstream
   deps.stats.streamsForwarded++
-  const pp = ctx.route!.port.proxy_proto_options
-  if (pp !== undefined) {
-    upstream.write(proxyProtocolHeader(pp.version, {
-      sourceIp: ctx.info.ip, sourcePort: ctx.info.port, destIp: ctx.info.localAddress, destPort: ctx.info.localPort,
-    }))
-  }
   const client = ctx.client
   if (ctx.closed) upstream.destroy() // the client left while we connected
   return new Promise((resolve) => {

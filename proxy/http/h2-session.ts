@@ -1,8 +1,13 @@
 import { createServer as createH2Server, type Http2Server, type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2'
+import { Readable, Transform } from 'node:stream'
 import type { TLSSocket } from 'node:tls'
 import { EdgeProxyError } from '../../schemas/errors.js'
 import { ERROR_HEADER, errorBody } from '../error-response.js'
 import type { ClientInfo, ListenerState, ProxyContext, Session } from '../proxy-context.js'
+import { KeptBody } from '../replay/kept-body.js'
+import { MAX_DIRECTIVE_BYTES } from '../replay/replay-directive.js'
+import { ReplayExchange } from '../replay/replay-exchange.js'
+import type { ReplayTarget } from '../replay/replay-plan.js'
 import { newRequestId } from '../request-id.js'
 import type { RoutingHints } from '../routing/balancer.js'
 import { routeForHost } from '../routing/resolve-route.js'
@@ -112,12 +117,17 @@ class H2Exchange implements RouteWaiter {
   private leased = false
   private attempts = 0
   private responded = false
+  /** The request body as it streams to the Machine, recorded into `kept` for a fly-replay (proxy/replay/). */
+  private recorder: Transform | undefined
+  private readonly kept: KeptBody
+  private replay: ReplayExchange | undefined
 
   constructor(private readonly conn: H2Connection, private readonly stream: ServerHttp2Stream, private readonly headers: IncomingHttpHeaders) {
     this.deps = conn.deps
     this.reqId = newRequestId(this.deps.region)
+    this.kept = new KeptBody(this.deps.limits.maxReplayBodyBytes)
     stream.on('error', () => { /* reset by the client: 'close' cleans up */ })
-    stream.once('close', () => this.release())
+    stream.once('close', () => { this.release(); this.replay?.dispose() })
   }
 
   run(): void {
@@ -141,12 +151,23 @@ class H2Exchange implements RouteWaiter {
     if (picked !== undefined) this.routed(picked)
   }
 
+  /** RouteWaiter: names the request in the reason of a Machine started for it. */
+  get requestId(): string { return this.reqId }
+
   routed(result: Candidate | EdgeProxyError): void {
     if (this.stream.destroyed || this.stream.closed) {
       if (!(result instanceof EdgeProxyError)) this.deps.router.release(result.cell)
       return
     }
     if (result instanceof EdgeProxyError) { this.fail(result); return }
+    if (this.replay?.pending === true) {
+      // a replay holds its lease for this request only, whatever the service's concurrency type
+      this.replay.stopTimer()
+      this.cand = result
+      this.leased = true
+      this.forward(result)
+      return
+    }
     if (this.route!.service.countsRequests) { this.cand = result; this.leased = true }
     else this.conn.sticky.set(this.route!.service, result)
     this.forward(result)
@@ -175,19 +196,79 @@ class H2Exchange implements RouteWaiter {
     if (h['x-forwarded-port'] !== undefined) headers.splice(headers.findIndex(([n]) => n === 'x-forwarded-port'), 1, ['x-forwarded-port', String(h['x-forwarded-port'])])
     if (prefer !== undefined && prefer !== cand.machine.id) headers.push(['fly-preferred-instance-unavailable', prefer])
 
+    const sent = this.replay?.pending === true ? this.replay.requestPairs(h[':path'] as string, headers) : { path: h[':path'] as string, headers }
     const request: H2UpstreamRequest = {
       machine: cand.machine,
       port: route.service.config.internal_port,
       h2: route.port.http_options?.h2_backend === true,
       method: h[':method'] as string,
-      path: h[':path'] as string,
-      headers,
-      body: this.stream.endAfterHeaders ? undefined : this.stream,
+      path: sent.path,
+      headers: sent.headers,
+      body: this.requestBody(),
     }
     sendUpstream(request, this.deps, (err, res) => {
-      if (err !== undefined) { this.connectFailed(cand, err, request.body === undefined); return }
+      if (err !== undefined) { this.connectFailed(cand, err, request.body === undefined || this.replay?.pending === true); return }
+      this.replay?.reached()
+      if (res!.replay !== undefined || res!.replayJson === true) { this.replayResponse(res!, cand); return }
       this.respond(res!, route.edits)
     })
+  }
+
+  /** The client's body on its way to the Machine, recorded as it passes; a replay sends the recording. */
+  private requestBody(): Readable | undefined {
+    if (this.replay?.pending === true) {
+      const body = this.kept.take()
+      return body === undefined ? undefined : Readable.from([body])
+    }
+    if (this.stream.endAfterHeaders) return undefined
+    if (this.recorder === undefined) {
+      const kept = this.kept
+      this.recorder = this.stream.pipe(new Transform({ transform(chunk: Buffer, _enc, cb) { kept.add(chunk); cb(null, chunk) } }))
+    }
+    return this.recorder
+  }
+
+  // ---- fly-replay (proxy/replay/) ----
+
+  /** The Machine answered with fly-replay: that answer never reaches the client; the request goes on. */
+  private replayResponse(res: H2UpstreamResponse, source: Candidate): void {
+    readDirectiveBody(res.body, res.replayJson === true, (body) => {
+      if (this.stream.destroyed) return
+      this.release()
+      const replay = this.replay ??= new ReplayExchange(this.deps.index)
+      const target = replay.next({ header: res.replay, json: res.replayJson === true, body }, { machine: source.machine, route: this.route! }, this.kept)
+      if (target instanceof EdgeProxyError) { this.fail(target); return }
+      this.afterRequestBody(() => {
+        if (this.kept.overflow) { this.fail(replay.tooLarge(undefined, this.kept)); return }
+        this.replayTo(target)
+      })
+    })
+  }
+
+  /** Runs `then` once the whole client body is recorded (the Machine may have answered before it ended). */
+  private afterRequestBody(then: () => void): void {
+    const recorder = this.recorder
+    if (recorder === undefined || recorder.writableFinished) { then(); return }
+    recorder.removeAllListeners('data') // the Machine that answered gets no more of it
+    recorder.once('finish', then)
+    recorder.resume()
+  }
+
+  private replayTo(target: ReplayTarget): void {
+    this.route = target.route
+    this.hints = target.hints
+    this.attempts = 0
+    this.replay!.begin(() => this.replayTimedOut())
+    const picked = this.deps.router.route(target.route.service, target.hints, this)
+    if (picked !== undefined) this.routed(picked)
+  }
+
+  /** The replay's `timeout` passed while it waited for a target (the timer stops once one is picked). */
+  private replayTimedOut(): void {
+    const replay = this.replay
+    if (replay === undefined || !replay.pending || this.stream.destroyed) return
+    this.deps.router.cancel(this.route!.service, this)
+    this.fail(replay.timeoutError())
   }
 
   /** The Machine refused: a request without a body goes once to another Machine. */
@@ -196,7 +277,7 @@ class H2Exchange implements RouteWaiter {
     if (!canRetry || ++this.attempts >= 2 || this.stream.destroyed) { this.fail(err); return }
     this.deps.stats.retries++
     this.release()
-    if (!this.route!.service.countsRequests) { this.conn.sticky.delete(this.route!.service); this.deps.router.release(cand.cell) }
+    if (!this.route!.service.countsRequests && this.replay?.pending !== true) { this.conn.sticky.delete(this.route!.service); this.deps.router.release(cand.cell) }
     this.hints = { ...this.hints, exclude: new Set([...(this.hints?.exclude ?? []), cand.machine.id]) }
     const picked = this.deps.router.route(this.route!.service, this.hints, this)
     if (picked === undefined) return
@@ -240,6 +321,12 @@ class H2Exchange implements RouteWaiter {
   }
 
   private fail(err: EdgeProxyError): void {
+    if (this.replay?.pending === true) {
+      // no replay target was reached: the fallback, or the replay's own error (FLY-SPEC §6)
+      const next = this.replay.failed(err)
+      if (!(next instanceof EdgeProxyError)) { this.release(); this.replayTo(next); return }
+      err = next
+    }
     countError(this.deps.stats.routeErrors, err.code)
     this.release()
     if (this.responded || this.stream.destroyed || this.stream.headersSent) { this.stream.close(0x2); return }
@@ -276,4 +363,20 @@ function hintsOf(h: IncomingHttpHeaders): RoutingHints | undefined {
   return hints.preferRegions === undefined && hints.forceRegions === undefined && hints.preferInstance === undefined && hints.forceInstance === undefined
     ? undefined
     : hints
+}
+
+/** The JSON form's directive (up to MAX_DIRECTIVE_BYTES); a header-form body is only drained. */
+function readDirectiveBody(body: Readable, json: boolean, done: (directive: Buffer | undefined) => void): void {
+  if (!json) { body.resume(); done(undefined); return }
+  const parts: Buffer[] = []
+  let n = 0
+  let finished = false
+  const finish = (value: Buffer | undefined): void => { if (!finished) { finished = true; done(value) } }
+  body.on('data', (chunk: Buffer) => {
+    n += chunk.length
+    if (n <= MAX_DIRECTIVE_BYTES) parts.push(chunk)
+    else { body.destroy(); finish(undefined) }
+  })
+  body.once('end', () => finish(Buffer.concat(parts)))
+  body.once('error', () => finish(undefined))
 }

@@ -29,6 +29,9 @@ export interface H2UpstreamResponse {
   body: Readable
   /** h2c only: the Machine's trailers, known once `body` ended (undefined when it sent none). */
   trailers?: () => Record<string, string | string[]> | undefined
+  /** HTTP/1.1 Machines: the response asks for a replay (`fly-replay` value / JSON form, FLY-SPEC §6). */
+  replay?: string
+  replayJson?: boolean
 }
 
 type Done = (err: EdgeProxyError | undefined, res: H2UpstreamResponse | undefined) => void
@@ -36,8 +39,8 @@ type Done = (err: EdgeProxyError | undefined, res: H2UpstreamResponse | undefine
 /** Sends one request to the Machine; `done` gets the response head with a body stream, or a connect error. */
 export function sendUpstream(req: H2UpstreamRequest, deps: ProxyContext, done: Done): void {
   if (req.h2) { sendH2c(req, deps, done); return }
-  const host = req.machine.privateAddr
-  const pooled = host === undefined ? undefined : deps.pool.take(host, req.port)
+  const host = req.machine.id // pooled by Machine id: Machines of different nodes may share a private address
+  const pooled = req.machine.privateAddr === undefined ? undefined : deps.pool.take(host, req.port)
   if (pooled !== undefined) {
     deps.stats.upstreamReused++
     new H1Exchange(pooled, req, deps, done).start()
@@ -46,7 +49,7 @@ export function sendUpstream(req: H2UpstreamRequest, deps: ProxyContext, done: D
   deps.stats.upstreamConnects++
   deps.connector.connect(req.machine, req.port, (err, socket) => {
     if (err !== undefined || socket === undefined) { done(err ?? new EdgeProxyError('EP_MACHINE_UNREACHABLE', 'connect failed'), undefined); return }
-    new H1Exchange(new UpstreamConn(socket, host ?? '', req.port, deps.pool), req, deps, done).start()
+    new H1Exchange(new UpstreamConn(socket, host, req.port, deps.pool), req, deps, done).start()
   })
 }
 
@@ -107,7 +110,7 @@ class H1Exchange implements UpstreamOwner {
       this.body = new PassThrough()
       this.body.on('drain', () => this.conn.socket.resume())
       this.answered = true
-      this.done(undefined, { status: res.status, headers: headerPairs(res.lines), body: this.body })
+      this.done(undefined, { status: res.status, headers: headerPairs(res.lines), body: this.body, replay: res.replay, replayJson: res.replayJson })
       if (res.bodyKind === BODY_NONE) { this.complete(); return }
       if (end < buf.length) this.onBody(buf.subarray(end))
       return
@@ -154,7 +157,7 @@ class H1Exchange implements UpstreamOwner {
   onUpstreamClose(_conn: UpstreamConn, err: Error | undefined): void {
     if (!this.answered) {
       this.answered = true
-      this.done(new EdgeProxyError('EP_MACHINE_UNREACHABLE', `Machine ${this.req.machine.id} closed the connection before responding`, { cause: err }), undefined)
+      this.done(err instanceof EdgeProxyError ? err : new EdgeProxyError('EP_MACHINE_UNREACHABLE', `Machine ${this.req.machine.id} closed the connection before responding`, { cause: err }), undefined)
       return
     }
     if (this.body !== undefined && !this.body.writableEnded) this.body.destroy(new Error('the Machine closed the connection during the response'))
@@ -189,7 +192,7 @@ const h2Sessions = new WeakMap<ProxyContext, Map<string, ClientHttp2Session>>()
 function sendH2c(req: H2UpstreamRequest, deps: ProxyContext, done: Done): void {
   let sessions = h2Sessions.get(deps)
   if (sessions === undefined) { sessions = new Map(); h2Sessions.set(deps, sessions) }
-  const key = `${req.machine.privateAddr}:${req.port}`
+  const key = `${req.machine.id}:${req.port}`
   const existing = sessions.get(key)
   if (existing !== undefined && !existing.closed && !existing.destroyed) { h2Request(existing, req, done); return }
   deps.stats.upstreamConnects++

@@ -2,6 +2,9 @@ import type { Socket } from 'node:net'
 import { EdgeProxyError } from '../../schemas/errors.js'
 import { errorResponse, redirectResponse } from '../error-response.js'
 import type { ClientInfo, ListenerState, ProxyContext, Session } from '../proxy-context.js'
+import { KeptBody } from '../replay/kept-body.js'
+import { ReplayExchange } from '../replay/replay-exchange.js'
+import type { ReplayTarget } from '../replay/replay-plan.js'
 import { newRequestId } from '../request-id.js'
 import type { RoutingHints } from '../routing/balancer.js'
 import { routeForHost } from '../routing/resolve-route.js'
@@ -16,6 +19,7 @@ import {
 } from './request-head.js'
 import { BODY_INVALID, RequestBodyFraming } from './request-body.js'
 import { NO_EDITS } from './response-edits.js'
+import type { ResponseHead } from './response-head.js'
 import { type RelayOwner, ResponseRelay } from './response-relay.js'
 import { UpstreamConn, type UpstreamOwner } from './upstream-conn.js'
 
@@ -71,6 +75,10 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
   private sentBody: Buffer | undefined
   private replayable = false
   private preferredUnavailable: string | undefined
+  /** The body as sent, kept up to limits.maxReplayBodyBytes so a fly-replay can send it again. */
+  private readonly kept: KeptBody
+  /** Set once a response of this exchange asked for a replay (proxy/replay/). */
+  private replay: ReplayExchange | undefined
 
   // the response in progress
   private readonly relay: ResponseRelay
@@ -89,6 +97,7 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
     this.accessLog = ctx.log.isLevelEnabled('debug')
     this.connHeaders = connectionHeaderLines(info, ctx.region, '1.1')
     this.relay = new ResponseRelay(client, this, ctx.serverHeader)
+    this.kept = new KeptBody(ctx.limits.maxReplayBodyBytes)
     client.on('data', (chunk: Buffer) => this.onClientData(chunk))
     client.on('end', () => this.onClientEnd())
     client.on('drain', () => this.onClientDrain())
@@ -233,6 +242,9 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
     if (picked !== undefined) this.routed(picked)
   }
 
+  /** RouteWaiter: names the request in the reason of a Machine started for it. */
+  get requestId(): string { return this.reqId }
+
   /** RouteWaiter: the router's answer, now or after queueing. */
   routed(result: Candidate | EdgeProxyError): void {
     if (this.state === S_CLOSED) {
@@ -243,6 +255,7 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
     this.cand = result
     const prefer = this.hints?.preferInstance
     this.preferredUnavailable = prefer !== undefined && prefer !== result.machine.id ? prefer : undefined
+    if (this.replay?.pending === true) this.sentHead = this.replay.head(this.upstreamHead(this.replay.request(this.req!)))
     this.connect()
   }
 
@@ -262,12 +275,13 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
     const m = this.cand!.machine
     const port = this.route!.service.config.internal_port
     let up = this.up
-    if (up !== undefined && (!up.alive || up.host !== m.privateAddr || up.port !== port)) {
+    // pooled by Machine id, not address: Machines of different nodes may share a private address (issue 7)
+    if (up !== undefined && (!up.alive || up.host !== m.id || up.port !== port)) {
       up.discard()
       up = this.up = undefined
     }
     if (up === undefined && m.privateAddr !== undefined && !this.staleRetried) {
-      up = ctx.pool.take(m.privateAddr, port)
+      up = ctx.pool.take(m.id, port)
       if (up !== undefined) ctx.stats.upstreamReused++
     }
     if (up !== undefined) {
@@ -286,7 +300,7 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
         return
       }
       socket.setNoDelay(true)
-      this.attach(new UpstreamConn(socket, m.privateAddr ?? '', port, ctx.pool))
+      this.attach(new UpstreamConn(socket, m.id, port, ctx.pool))
       this.forward()
     })
   }
@@ -329,6 +343,7 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
     const up = this.up!
     this.state = S_FORWARD
     this.relay.restart()
+    if (this.replay !== undefined) this.replay.reached()
 
     // a retry sends the same bytes again (retries happen only when they were kept whole)
     let head = this.sentHead
@@ -338,6 +353,7 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
       if (this.state === S_CLOSED) return // the body's framing was invalid: answered 400
       this.sentHead = head
       this.replayable = this.body.done
+      this.kept.begin(this.sentBody)
     }
     const body = this.sentBody
     let ok: boolean
@@ -384,9 +400,12 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
     const n = this.body.consume(chunk)
     if (n === BODY_INVALID) { this.failBody(); return }
     this.replayable = false
+    const part = n === chunk.length ? chunk : chunk.subarray(0, n)
+    if (n > 0) this.kept.add(part)
     const up = this.up
-    if (up !== undefined && n > 0 && !up.socket.write(n === chunk.length ? chunk : chunk.subarray(0, n))) this.pauseClient()
+    if (up !== undefined && n > 0 && !up.socket.write(part)) this.pauseClient()
     if (n < chunk.length) this.hold(chunk.subarray(n))
+    if (this.replay?.awaitingBody === true) this.replayAfterBody()
   }
 
   /** Invalid chunked framing in the request body: the Machine's view of the stream is lost. */
@@ -463,6 +482,69 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
     this.resumeClient()
   }
 
+  // ---- fly-replay (proxy/replay/) ----
+
+  /** The Machine answered with fly-replay: that answer is a routing decision and never reaches the client. */
+  replayResponse(res: ResponseHead, body: Buffer | undefined): void {
+    const up = this.up
+    this.up = undefined
+    if (up !== undefined) {
+      up.responses++
+      if (this.relay.reusable && this.body.done && up.alive) {
+        up.owner = undefined
+        if (!this.ctx.pool.put(up, this.ctx.clock.now)) up.discard()
+      } else {
+        up.discard()
+      }
+    }
+    const source = this.cand
+    this.releaseLease()
+    if (source === undefined) { this.answerError(new EdgeProxyError('EP_INTERNAL', 'a fly-replay response without a Machine')); return }
+    const replay = this.replay ??= new ReplayExchange(this.ctx.index)
+    const target = replay.next({ header: res.replay, json: res.replayJson, body }, { machine: source.machine, route: this.route! }, this.kept)
+    if (this.accessLog) this.ctx.log.debug({ reqId: this.reqId, from: source.machine.id, to: target instanceof EdgeProxyError ? target.code : target.app }, 'fly-replay')
+    if (target instanceof EdgeProxyError) { this.answerError(target); return }
+    if (!this.body.done) {
+      // the Machine answered before the client sent the whole body: read the rest, then replay it
+      replay.awaitingBody = true
+      this.resumeClient()
+      return
+    }
+    this.replayTo(target)
+  }
+
+  private replayAfterBody(): void {
+    const replay = this.replay!
+    if (this.kept.overflow) { replay.awaitingBody = false; this.answerError(replay.tooLarge(undefined, this.kept)); return }
+    if (this.body.done) this.replayTo(replay.target!)
+  }
+
+  /** route → connect → forward again, to the replay's target, with the request as first sent (body included). */
+  private replayTo(target: ReplayTarget): void {
+    this.route = target.route
+    this.hints = target.hints
+    this.relay.again(target.route.edits)
+    this.sentHead = undefined // rebuilt in routed(), with fly-replay-src
+    this.sentBody = this.kept.take()
+    this.replayable = true
+    this.attempts = 0
+    this.staleRetried = false
+    this.preferredUnavailable = undefined
+    this.state = S_ROUTE
+    this.replay!.begin(() => this.replayTimedOut())
+    const picked = this.ctx.router.route(target.route.service, target.hints, this)
+    if (picked !== undefined) this.routed(picked)
+  }
+
+  /** The replay's `timeout` passed before any target accepted a connection. */
+  private replayTimedOut(): void {
+    const replay = this.replay
+    if (this.state === S_CLOSED || replay === undefined || !replay.pending) return
+    if (this.state === S_ROUTE) this.ctx.router.cancel(this.route!.service, this)
+    this.releaseLease() // a connect still in flight is dropped when it lands (cand changed)
+    this.answerError(replay.timeoutError())
+  }
+
   onUpstreamDrain(): void {
     if (this.state === S_FORWARD || this.state === S_TUNNEL) this.resumeClient()
   }
@@ -487,6 +569,8 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
       this.connect()
       return
     }
+    // the backhaul names what failed on its side (EP_BACKHAUL_UNREACHABLE, EP_MACHINE_RESET): keep its code
+    if (err instanceof EdgeProxyError) { this.retryOrFail(err, false); return }
     const reason = err === undefined ? 'closed the connection' : `reset the connection (${(err as NodeJS.ErrnoException).code ?? err.message})`
     this.retryOrFail(new EdgeProxyError('EP_MACHINE_UNREACHABLE', `Machine ${this.cand?.machine.id} ${reason} before responding`, { cause: err }), false)
   }
@@ -535,6 +619,13 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
     this.req = undefined
     this.sentHead = undefined
     this.sentBody = undefined
+    if (this.kept.size > 0) this.kept.begin(undefined)
+    if (this.replay !== undefined) {
+      this.replay.dispose()
+      this.replay = undefined
+      // the next request asks the app again rather than staying on the replay's target
+      this.releaseLease()
+    }
     if (close || this.clientEnded) {
       this.close()
       return
@@ -552,6 +643,12 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
 
   /** A proxy-made error for the current request; keeps the connection when nothing is left unread. */
   private answerError(err: EdgeProxyError): void {
+    if (this.replay?.pending === true) {
+      // no replay target was reached: the fallback, or the replay's own error (FLY-SPEC §6)
+      const next = this.replay.failed(err)
+      if (!(next instanceof EdgeProxyError)) { this.releaseLease(); this.replayTo(next); return }
+      err = next
+    }
     const req = this.req
     const ctx = this.ctx
     countError(ctx.stats.routeErrors, err.code)
@@ -637,6 +734,7 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
     this.releaseLease()
     this.bridge?.abort()
     this.bridge = undefined
+    this.replay?.dispose()
     const up = this.up
     this.up = undefined
     if (up !== undefined) {

@@ -19,6 +19,8 @@ export interface ResponseHead {
   keepAlive: boolean
   /** `fly-replay` value, for the replay issue: such a response must not reach the client. */
   replay: string | undefined
+  /** Content-Type is application/vnd.fly.replay+json: the body is a replay directive (FLY-SPEC §6). */
+  replayJson: boolean
   headBytes: number
 }
 
@@ -45,6 +47,7 @@ export function parseResponseHead(buf: Buffer, start: number, end: number, noBod
   let otherCoding = false
   let connection: string | undefined
   let replay: string | undefined
+  let replayJson = false
   const filterNames = edits.drop.size > 0
   const pristine = edits.pristine
 
@@ -69,6 +72,13 @@ export function parseResponseHead(buf: Buffer, start: number, end: number, noBod
           drop = true
         } else if (equalsLower(head, i, 'keep-alive')) drop = true
         break
+      case 12: {
+        // the value's 13th character ('v' of application/vnd…) first: one compare rejects most responses
+        let v = colon + 1
+        while (head.charCodeAt(v) === 0x20 || head.charCodeAt(v) === 0x09) v++
+        if ((head.charCodeAt(v + 12) | 0x20) === 0x76 && equalsLower(head, i, 'content-type') && isReplayJson(head, v, e)) replayJson = true
+        break
+      }
       case 14:
         if (equalsLower(head, i, 'content-length')) {
           const v = head.slice(colon + 1, e).trim()
@@ -131,5 +141,15 @@ export function parseResponseHead(buf: Buffer, start: number, end: number, noBod
   }
   if (bodyKind === BODY_UNTIL_CLOSE) keepAlive = false
 
-  return { status, statusLine, lines: out, bodyKind, contentLength: contentLength < 0 ? 0 : contentLength, keepAlive, replay, headBytes: end - start }
+  return { status, statusLine, lines: out, bodyKind, contentLength: contentLength < 0 ? 0 : contentLength, keepAlive, replay, replayJson, headBytes: end - start }
+}
+
+const REPLAY_JSON = 'application/vnd.fly.replay+json'
+
+/** head[i, end) (leading whitespace skipped) is a Content-Type value naming the fly-replay JSON form (parameters allowed). */
+function isReplayJson(head: string, i: number, end: number): boolean {
+  if (end - i < REPLAY_JSON.length || !equalsLower(head, i, REPLAY_JSON)) return false
+  const next = i + REPLAY_JSON.length
+  const c = next < end ? head.charCodeAt(next) : 0x3b
+  return c === 0x3b /* ; */ || c === 0x20 || c === 0x09
 }

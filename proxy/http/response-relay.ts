@@ -1,12 +1,16 @@
 import type { Socket } from 'node:net'
 import { EdgeProxyError } from '../../schemas/errors.js'
-import { CHUNKED_ERROR, CHUNKED_MORE, ChunkedScanner } from './chunked.js'
+import { MAX_DIRECTIVE_BYTES } from '../replay/replay-directive.js'
+import { CHUNKED_ERROR, CHUNKED_MORE, type ChunkDataSink, ChunkedScanner } from './chunked.js'
 import { BODY_CHUNKED, BODY_LENGTH, BODY_NONE, findHeadEnd, HEAD_BARE_LF, HEAD_INCOMPLETE, type RequestHead } from './request-head.js'
 import { NO_EDITS, type ResponseEdits } from './response-edits.js'
 import { BODY_UNTIL_CLOSE, parseResponseHead, type ResponseHead } from './response-head.js'
 import { clientResponseHead, type ClientFraming, informationalHead } from './response-writer.js'
 
 const MAX_RESPONSE_HEAD = 128 * 1024
+const HELD_NONE = 0
+const HELD_READING = 1
+const HELD_DONE = 2
 
 /** What the relay tells the session it works for. */
 export interface RelayOwner {
@@ -22,6 +26,12 @@ export interface RelayOwner {
   upgraded(): void
   /** The client is not keeping up: stop reading from the Machine until it drains. */
   pauseUpstream(): void
+  /**
+   * The response asks for a replay (`res.replay` or `res.replayJson`, FLY-SPEC §6) and was read as far as
+   * needed; nothing of it reached the client. `body` is the JSON form's directive when it was read whole.
+   * `reusable` tells whether the Machine connection is still in step.
+   */
+  replayResponse(res: ResponseHead, body: Buffer | undefined): void
 }
 
 /**
@@ -47,6 +57,14 @@ export class ResponseRelay {
   private scanFrom = 0
   private left = 0
   private readonly chunks = new ChunkedScanner()
+  /** A response asking for a replay: HELD_READING while its body is read (never passed on), then HELD_DONE. */
+  private held = HELD_NONE
+  private heldParts: Buffer[] = []
+  private heldBytes = 0
+  private readonly collect: ChunkDataSink = (b, s, e) => {
+    this.heldBytes += e - s
+    if (this.heldBytes <= MAX_DIRECTIVE_BYTES) this.heldParts.push(b.subarray(s, e))
+  }
 
   constructor(private readonly client: Socket, private readonly owner: RelayOwner, private readonly serverHeader: string) {}
 
@@ -61,7 +79,18 @@ export class ResponseRelay {
     this.bytesSeen = false
     this.started = false
     this.reusable = true
+    this.held = HELD_NONE
     this.framing = { dechunk: false, close }
+  }
+
+  /** The request goes to a replay target (edits of its port): nothing of the held response counts. */
+  again(edits: ResponseEdits): void {
+    this.edits = edits
+    this.res = undefined
+    this.held = HELD_NONE
+    this.heldParts = []
+    this.heldBytes = 0
+    this.restart()
   }
 
   /** A new attempt on another connection: nothing of the previous one counts. */
@@ -75,14 +104,16 @@ export class ResponseRelay {
   onData(chunk: Buffer): void {
     this.bytesSeen = true
     if (this.res === undefined) this.readHead(chunk)
-    else this.forwardBody(chunk, 0)
+    else if (this.held === HELD_NONE) this.forwardBody(chunk, 0)
+    else if (this.held === HELD_READING) this.holdBody(chunk)
   }
 
   /** The Machine sent FIN: true when that completes a close-delimited response. */
   onEnd(): boolean {
     if (this.res === undefined || this.res.bodyKind !== BODY_UNTIL_CLOSE) return false
     this.reusable = false
-    this.owner.responseComplete()
+    if (this.held === HELD_READING) this.releaseHeld(true)
+    else if (this.held === HELD_NONE) this.owner.responseComplete()
     return true
   }
 
@@ -120,6 +151,7 @@ export class ResponseRelay {
         buf = rest
         continue
       }
+      if (res.replay !== undefined || res.replayJson) { this.hold(res, rest); return }
       this.writeHead(res, rest)
       return
     }
@@ -187,6 +219,56 @@ export class ResponseRelay {
       if (start + n < chunk.length) this.reusable = false // bytes after the response: framing is off
     }
     if (this.complete) this.owner.responseComplete()
+  }
+
+  // ---- fly-replay: the response is a routing decision, never an answer ----
+
+  private hold(res: ResponseHead, rest: Buffer | undefined): void {
+    this.res = res
+    this.held = HELD_READING
+    this.reusable = res.keepAlive && this.owner.requestDone
+    this.left = res.bodyKind === BODY_LENGTH ? res.contentLength : 0
+    if (res.bodyKind === BODY_CHUNKED) this.chunks.reset()
+    this.heldParts = []
+    this.heldBytes = 0
+    if (rest !== undefined && res.bodyKind !== BODY_NONE) { this.holdBody(rest); return }
+    if (rest !== undefined) this.reusable = false // bytes after a bodyless response
+    this.checkHeld()
+  }
+
+  /** Reads held body bytes: collected for the JSON form, counted (to keep the connection in step) otherwise. */
+  private holdBody(chunk: Buffer): void {
+    const res = this.res!
+    let n: number
+    if (res.bodyKind === BODY_CHUNKED) {
+      const r = this.chunks.scan(chunk, 0, chunk.length, res.replayJson ? this.collect : undefined)
+      if (r === CHUNKED_ERROR) { this.reusable = false; this.owner.responseInvalid('invalid chunked encoding in a fly-replay response'); return }
+      n = r === CHUNKED_MORE ? chunk.length : r
+    } else {
+      n = this.bodyBytesIn(chunk, 0)
+      if (res.replayJson && n > 0) this.collect(chunk, 0, n)
+    }
+    if (n < chunk.length) this.reusable = false
+    this.checkHeld()
+  }
+
+  /** Hands the held response on once it is read (JSON form), or at once when its body is not needed. */
+  private checkHeld(): void {
+    if (this.complete) { this.releaseHeld(true); return }
+    if (!this.res!.replayJson || this.heldBytes > MAX_DIRECTIVE_BYTES) {
+      this.reusable = false // the rest is not read: the connection is out of step
+      this.releaseHeld(false)
+    }
+  }
+
+  private releaseHeld(whole: boolean): void {
+    const res = this.res!
+    const parts = this.heldParts
+    this.heldParts = []
+    this.held = HELD_DONE
+    const body = !res.replayJson || !whole || this.heldBytes > MAX_DIRECTIVE_BYTES ? undefined
+      : parts.length === 1 ? parts[0] : Buffer.concat(parts)
+    this.owner.replayResponse(res, body)
   }
 
   private upgrade(res: ResponseHead, rest: Buffer | undefined): void {

@@ -117,7 +117,8 @@ export class Balancer {
       for (const region of regions) {
         const group = set.regions.find((g) => g.region === region)
         if (group === undefined) continue
-        seen += group.candidates.length
+        // Machines that already failed this request do not count: with only those left it is 'none', not a queue
+        for (const cand of group.candidates) if (exclude === undefined || !exclude.has(cand.machine.id)) seen++
         const c = this.inRegion(group, service, exclude)
         if (c !== undefined) return c
       }

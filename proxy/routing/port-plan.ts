@@ -19,6 +19,8 @@ export interface PortPlan {
   readonly first: string
   /** Apps that asked for the port but cannot share it, with the reason. */
   readonly conflicts: Array<{ app: string; reason: string }>
+  /** A Flycast listener (proxy/flycast/): it serves this one app whatever Host / SNI says. */
+  readonly privateApp?: string
 }
 
 export function frontOf(route: PortRoute): PortFront {

@@ -1,4 +1,4 @@
-import type { MachineRecord, MachineState } from '../../schemas/catalog-records.js'
+import type { DesiredState, MachineRecord, MachineState } from '../../schemas/catalog-records.js'
 
 /** What routing needs to know about one Machine; updated in place by the routing index. */
 export interface RoutableMachine {
@@ -8,6 +8,8 @@ export interface RoutableMachine {
   node: string
   processGroup: string
   state: MachineState
+  /** What the control plane asked for (autostart and autostop tell a Machine on its way from one at rest). */
+  desired: DesiredState
   ready: boolean
   /** Some check of the Machine is critical (FLY-SPEC §3: every check must pass). */
   critical: boolean
@@ -24,6 +26,7 @@ export function toRoutable(m: MachineRecord): RoutableMachine {
     node: m.node,
     processGroup: m.spec.processGroup,
     state: m.state,
+    desired: m.desired,
     ready: m.ready,
     critical: hasCritical(m.checks),
     cordoned: m.cordoned,

@@ -6,6 +6,26 @@ import type { ProxyStats } from '../stats.js'
 /** A request or connection waiting for a Machine; `routed` is called exactly once. */
 export interface RouteWaiter {
   routed(result: Candidate | EdgeProxyError): void
+  /** The request id, for the reason of a start made for it (`autostart: request <id>`). */
+  readonly requestId?: string
+}
+
+/**
+ * Autostart's side of the route phase (proxy/autoscale/autostarter.ts, FLY-SPEC §5). The Router asks it
+ * only when no Machine of the nearest region is under soft_limit; it never blocks and never throws.
+ */
+export interface RouteWake {
+  /** How long a request held for a starting Machine may wait. */
+  readonly wakeTimeoutMs: number
+  /** A request was placed on a Machine at or past soft_limit, or outside the nearest region: start one more, unless one is on its way. */
+  busy(service: ServiceRoute, hints: RoutingHints | undefined, waiter: RouteWaiter): void
+  /**
+   * `waiting` requests of the service (this one included) found no Machine with room: makes sure enough
+   * Machines are starting for them. true: wait for them; an error: starting failed; false: nothing to start.
+   */
+  cover(service: ServiceRoute, hints: RoutingHints | undefined, waiting: number, waiter: RouteWaiter | undefined): boolean | EdgeProxyError
+  /** The answer for a request whose wait for a starting Machine ran out. */
+  timedOut(service: ServiceRoute): EdgeProxyError
 }
 
 export interface RouterInit {
@@ -29,6 +49,8 @@ export class Router {
     private readonly balancer: Balancer,
     private readonly stats: ProxyStats,
     init: RouterInit = {},
+    /** Autostart; without it a request that finds no Machine fails or queues as before. */
+    private readonly wake?: RouteWake,
   ) {
     this.queueTimeoutMs = init.queueTimeoutMs ?? 10_000
     this.queueLimit = init.queueLimit ?? 1024
@@ -39,9 +61,15 @@ export class Router {
     // FIFO: waiters get freed capacity before a newcomer does
     if (queue !== undefined && queue.length > 0) queue.pump()
     const r = this.balancer.pick(service, hints)
-    if (typeof r === 'object') { r.cell.n++; return r }
-    if (r === 'none') return noMachine(service, hints)
-    return this.enqueue(service, hints, waiter)
+    if (typeof r === 'object') {
+      // FLY-SPEC §3 step 5: no Machine of the nearest region under soft_limit → autostart one for what comes next
+      if (this.wake !== undefined && (r.cell.n >= service.softLimit || r.machine.region !== service.candidates?.regions[0]?.region)) this.wake.busy(service, hints, waiter)
+      r.cell.n++
+      return r
+    }
+    const waking = this.wake?.cover(service, hints, (queue?.length ?? 0) + 1, waiter) ?? false
+    if (r === 'none' && waking !== true) return waking === false ? noMachine(service, hints) : waking
+    return this.enqueue(service, hints, waiter, waking === true)
   }
 
   /** Ends one lease; a waiter of the service may now fit. */
@@ -64,17 +92,17 @@ export class Router {
 
   waiting(service: ServiceRoute): number { return service.waiters?.length ?? 0 }
 
-  private enqueue(service: ServiceRoute, hints: RoutingHints | undefined, waiter: RouteWaiter): EdgeProxyError | undefined {
+  private enqueue(service: ServiceRoute, hints: RoutingHints | undefined, waiter: RouteWaiter, waking: boolean): EdgeProxyError | undefined {
     let queue = service.waiters as CapacityQueue | undefined
     if (queue === undefined) {
-      queue = new CapacityQueue(service, this.balancer, this.stats, this.queueTimeoutMs)
+      queue = new CapacityQueue(service, this.balancer, this.stats, this.queueTimeoutMs, this.wake)
       service.waiters = queue
     }
     if (queue.length >= this.queueLimit) {
       this.stats.queueRejected++
       return new EdgeProxyError('EP_CAPACITY', `every Machine of app "${service.app}" is at its hard_limit and ${queue.length} requests are already waiting; add Machines or raise hard_limit`)
     }
-    queue.add(hints, waiter)
+    queue.add(hints, waiter, waking)
     return undefined
   }
 
@@ -99,6 +127,8 @@ interface Entry {
   readonly hints: RoutingHints | undefined
   readonly waiter: RouteWaiter
   readonly timer: NodeJS.Timeout
+  /** Held for a starting Machine: waits up to the wake timeout and times out with EP_AUTOSTART_TIMEOUT. */
+  readonly waking: boolean
 }
 
 /** FIFO of waiters for one service, each with its own deadline. */
@@ -111,14 +141,15 @@ class CapacityQueue implements CapacityWaiters {
     private readonly balancer: Balancer,
     private readonly stats: ProxyStats,
     private readonly timeoutMs: number,
+    private readonly wake: RouteWake | undefined,
   ) {}
 
   get length(): number { return this.entries.length }
 
-  add(hints: RoutingHints | undefined, waiter: RouteWaiter): void {
+  add(hints: RoutingHints | undefined, waiter: RouteWaiter, waking: boolean): void {
     this.stats.queued++
-    const timer = setTimeout(() => this.expire(waiter), this.timeoutMs)
-    this.entries.push({ hints, waiter, timer })
+    const timer = setTimeout(() => this.expire(waiter), waking && this.wake !== undefined ? this.wake.wakeTimeoutMs : this.timeoutMs)
+    this.entries.push({ hints, waiter, timer, waking })
   }
 
   remove(waiter: RouteWaiter): void {
@@ -136,15 +167,23 @@ class CapacityQueue implements CapacityWaiters {
         const e = this.entries[i]
         // the waiters ahead still count: the service's own waiters do not block its head
         const r = this.balancer.pick(this.service, e.hints)
-        if (r === 'capacity') {
-          if (e.hints === undefined) break // nothing behind a plain waiter fits either
-          i++
+        if (typeof r !== 'object') {
+          // a start may be on its way (or needed now: one failed, the queue grew)
+          const waking = this.wake?.cover(this.service, e.hints, this.entries.length - i, undefined) ?? false
+          if (r === 'capacity' || waking === true) {
+            if (e.hints === undefined) break // nothing behind a plain waiter fits either
+            i++
+            continue
+          }
+          this.entries.splice(i, 1)
+          clearTimeout(e.timer)
+          e.waiter.routed(waking === false ? noMachine(this.service, e.hints) : waking)
           continue
         }
         this.entries.splice(i, 1)
         clearTimeout(e.timer)
-        if (r === 'none') e.waiter.routed(noMachine(this.service, e.hints))
-        else { r.cell.n++; e.waiter.routed(r) }
+        r.cell.n++
+        e.waiter.routed(r)
       }
     } finally {
       this.pumping = false
@@ -160,8 +199,9 @@ class CapacityQueue implements CapacityWaiters {
   private expire(waiter: RouteWaiter): void {
     const i = this.entries.findIndex((e) => e.waiter === waiter)
     if (i < 0) return
-    this.entries.splice(i, 1)
+    const [entry] = this.entries.splice(i, 1)
     this.stats.queueTimeouts++
+    if (entry.waking && this.wake !== undefined) { waiter.routed(this.wake.timedOut(this.service)); return }
     const hard = this.service.hardLimit
     waiter.routed(new EdgeProxyError('EP_CAPACITY', `every Machine of app "${this.service.app}" stayed at its hard_limit (${hard}) for ${this.timeoutMs} ms; add Machines or raise [services.concurrency] hard_limit`))
   }

@@ -26,4 +26,6 @@ export interface AdminApiComponents {
   route?: RouteExplainer
   /** Prometheus text for /metrics. */
   metrics?: () => Promise<string>
+  /** CIDR Flycast addresses are allocated from (default 127.77.0.0/16); the same on every node of a fleet. */
+  flycastRange?: string
 }

@@ -8,6 +8,7 @@ import { certsRoutes } from './certs-routes.js'
 import type { AdminApiComponents } from './components.js'
 import { installErrorHandling } from './errors.js'
 import { eventsRoutes } from './events-routes.js'
+import { flycastRoutes } from './flycast-routes.js'
 import { machinesRoutes } from './machines-routes.js'
 import { nodesRoutes } from './nodes-routes.js'
 import { uiRoutes } from './ui-routes.js'
@@ -50,6 +51,7 @@ export function adminApi(init: AdminApiInit) {
     eventsRoutes(server, components)
     catalogRoutes(server, components)
     certsRoutes(server, components)
+    flycastRoutes(server, components)
     uiRoutes(server)
     routeRoutes(server, components)
 

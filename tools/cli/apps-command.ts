@@ -4,6 +4,7 @@ import type { AppRecord, MachineRecord } from '../../schemas/catalog-records.js'
 import { EdgeProxyError } from '../../schemas/errors.js'
 import { parseAppConfigText } from '../../schemas/parse-app-config.js'
 import { ApiClient, type ApiOptions } from './api-client.js'
+import { registerAppsFlycastCommand } from './flycast-command.js'
 import { ago, fail, printJson, printTable } from './output.js'
 import { collect } from './options.js'
 
@@ -93,4 +94,6 @@ export function registerAppsCommands(program: Command): void {
         fail(err)
       }
     })
+
+  registerAppsFlycastCommand(apps)
 }

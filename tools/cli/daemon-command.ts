@@ -5,7 +5,9 @@ import { DEMO_APP, ensureDemoApp } from '../dev-demo.js'
 import { fail } from './output.js'
 import { collect, parseHostPort, parsePortMap, parseRegion, parseRoles } from './options.js'
 import { EdgeProxyError } from '../../schemas/errors.js'
-import { DEV_PORT_MAP } from '../../proxy/index.js'
+import { DEFAULT_FLYCAST_RANGE, parseFlycastRange } from '../../schemas/flycast.js'
+import { FlycastAllocator } from '../admin-api/flycast-allocator.js'
+import { DEV_PORT_MAP, MIN_AUTOSTOP_INTERVAL_MS } from '../../proxy/index.js'
 
 interface DaemonFlags {
   dataDir: string
@@ -26,12 +28,58 @@ interface DaemonFlags {
   heartbeatMs?: string
   downAfterMs?: string
   syncIntervalMs?: string
+  autostopIntervalMs?: string
+  wakeTimeoutMs?: string
+  flycastRange?: string
+  flycastPortMap?: string
+  replayBodyLimit?: string
+  machineRange?: string
+  backhaulListen?: string
+  backhaulAnnounce?: string
+  nodeCert?: string
+  nodeKey?: string
+  gossipAnnounce?: string[]
+  gossipDialFrom?: string
+}
+
+/** `--backhaul-*`, `--node-cert`, `--node-key` (issue 7, docs/backhaul.md). */
+function backhaulOptions(flags: DaemonFlags): DaemonOptions['backhaul'] {
+  if (flags.backhaulAnnounce !== undefined) parseHostPort(flags.backhaulAnnounce, '--backhaul-announce')
+  return {
+    listen: flags.backhaulListen === undefined ? undefined : parseHostPort(flags.backhaulListen, '--backhaul-listen'),
+    announce: flags.backhaulAnnounce,
+    certFile: flags.nodeCert,
+    keyFile: flags.nodeKey,
+  }
+}
+
+function flagPortMap(value: string | undefined, flag: string): Record<number, number> | undefined {
+  if (value === undefined) return undefined
+  try {
+    return parsePortMap(value)
+  } catch (err) {
+    throw new EdgeProxyError('EP_INVALID_REQUEST', (err as Error).message.replace('--port-map', flag))
+  }
+}
+
+function bytes(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined
+  const m = /^(\d+)(|KiB|MiB|GiB)$/.exec(value.trim())
+  if (m === null) throw new EdgeProxyError('EP_INVALID_REQUEST', `${flag}: expected a size in bytes, or with KiB, MiB or GiB (e.g. 10MiB), got "${value}"`)
+  return Number(m[1]) * ({ '': 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 } as Record<string, number>)[m[2]]
 }
 
 function positiveMs(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined
   const n = Number(value)
   if (!Number.isInteger(n) || n < 10) throw new EdgeProxyError('EP_INVALID_REQUEST', `${flag}: expected milliseconds (an integer ≥ 10), got "${value}"`)
+  return n
+}
+
+function msAtLeast(value: string | undefined, flag: string, min: number): number | undefined {
+  if (value === undefined) return undefined
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < min) throw new EdgeProxyError('EP_INVALID_REQUEST', `${flag}: expected milliseconds (an integer ≥ ${min}), got "${value}"`)
   return n
 }
 
@@ -47,8 +95,19 @@ function toOptions(flags: DaemonFlags): DaemonOptions {
     publicAddr: flags.publicAddr,
     portMap: flags.portMap === undefined ? undefined : parsePortMap(flags.portMap),
     domain: flags.domain,
+    flycastRange: flags.flycastRange === undefined ? undefined : parseFlycastRange(flags.flycastRange).cidr,
+    flycastPortMap: flagPortMap(flags.flycastPortMap, '--flycast-port-map'),
+    replayBodyLimit: bytes(flags.replayBodyLimit, '--replay-body-limit'),
+    machineRange: flags.machineRange,
+    backhaul: backhaulOptions(flags),
+    autoscale: {
+      autostopIntervalMs: msAtLeast(flags.autostopIntervalMs, '--autostop-interval-ms', MIN_AUTOSTOP_INTERVAL_MS),
+      wakeTimeoutMs: msAtLeast(flags.wakeTimeoutMs, '--wake-timeout-ms', 100),
+    },
     gossip: {
       listen: flags.gossipListen,
+      announce: flags.gossipAnnounce,
+      dialFrom: flags.gossipDialFrom,
       bootstrap: flags.bootstrap,
       fleet: flags.fleet,
       fleetKey: flags.fleetKey,
@@ -103,11 +162,23 @@ export function registerDaemonCommands(program: Command): void {
     .option('--domain <domain>', 'apps answer on <app>.<domain>', 'localhost')
     .option('--gossip-listen <multiaddr>', 'libp2p listen address (repeatable; default /ip4/127.0.0.1/tcp/4001)', collect)
     .option('--bootstrap <multiaddr>', 'a node to join the fleet through (repeatable)', collect)
-    .option('--fleet <dir>', 'the folder `edgeproxy fleet init` wrote (fleet key); without it the node runs alone')
+    .option('--fleet <dir>', 'the folder `edgeproxy fleet init` wrote (fleet key, CA); without it the node runs alone')
     .option('--fleet-key <file>', 'just the fleet key file')
     .option('--heartbeat-ms <ms>', 'membership heartbeat period (default 2000)')
     .option('--down-after-ms <ms>', 'a node silent this long is down for routing (default 10000)')
     .option('--sync-interval-ms <ms>', 'anti-entropy period (default 5000)')
+    .option('--autostop-interval-ms <ms>', 'how often idle Machines of this node are considered for autostop (default 60000, at least 1000)')
+    .option('--wake-timeout-ms <ms>', 'how long a request waits for a Machine autostarted for it to become ready (default 30000)')
+    .option('--flycast-range <cidr>', `private range Flycast addresses come from; the same on every node (default ${DEFAULT_FLYCAST_RANGE})`)
+    .option('--flycast-port-map <pairs>', 'edge: app port → port bound on Flycast addresses, e.g. 80=8080 (default: the same port)')
+    .option('--replay-body-limit <size>', 'request bodies kept for fly-replay up to this, e.g. 10MiB (default 10MiB)')
+    .option('--machine-range <cidr>', 'worker: loopback range for Machine addresses (default 127.66.0.0/16; give nodes sharing a host distinct ranges)')
+    .option('--backhaul-listen <host:port>', 'worker: where the mTLS backhaul listens when the fleet has a CA (default 127.0.0.1:0, any free port)')
+    .option('--backhaul-announce <host:port>', 'the backhaul address other nodes dial (default: the bound address)')
+    .option('--node-cert <file>', 'this node\'s backhaul certificate from `edgeproxy fleet node-cert` (default: DATA_DIR/backhaul/node.crt, issued at first start when the fleet folder holds ca.key)')
+    .option('--node-key <file>', 'the key of --node-cert')
+    .option('--gossip-announce <multiaddr>', 'gossip address peers dial instead of the listen address (repeatable; NAT, relays)', collect)
+    .option('--gossip-dial-from <ip>', 'local address for outgoing gossip connections')
     .action(async (flags: DaemonFlags) => {
       try {
         await runUntilSignalled(toOptions(flags), flags.logLevel)
@@ -127,13 +198,15 @@ export function registerDaemonCommands(program: Command): void {
     .option('--domain <domain>', 'apps answer on <app>.<domain>', 'localhost')
     .action(async (flags: Omit<DaemonFlags, 'roles' | 'fsync'>) => {
       try {
-        const options = { ...toOptions({ ...flags, roles: 'edge,worker', fsync: true }), portMap: { ...DEV_PORT_MAP } }
+        const options = { ...toOptions({ ...flags, roles: 'edge,worker', fsync: true }), portMap: { ...DEV_PORT_MAP }, flycastPortMap: { ...DEV_PORT_MAP } }
         await runUntilSignalled(options, flags.logLevel, async (daemon) => {
           await ensureDemoApp(daemon.catalog, { name: options.name, region: options.region })
+          const flycast = await new FlycastAllocator(daemon.catalog, parseFlycastRange(options.flycastRange ?? DEFAULT_FLYCAST_RANGE), daemon.log).allocate(DEMO_APP)
           process.stderr.write([
             '',
             `  edgeproxy dev: node "${options.name}" (edge + worker) in ${options.region}, data in ${options.dataDir}`,
             `  demo app      ${DEMO_APP} with 2 Machines: http://${DEMO_APP}.${options.domain ?? 'localhost'}:8080 (301 to https://${DEMO_APP}.${options.domain ?? 'localhost'}:8443)`,
+            `  Flycast       ${DEMO_APP}.flycast = ${flycast.record.flycast}: http://${flycast.record.flycast}:8080 from Machines ($FLY_FLYCAST_HOSTS)`,
             `  admin API     http://${daemon.admin.address()}   dashboard http://${daemon.admin.address()}/ui`,
             '  stop with Ctrl-C',
             '',
