@@ -21,6 +21,7 @@ const SUITES: Record<string, Suite> = {
   'proxy-tls': { script: 'proxy-tls' },
   'proxy-tcp': { script: 'proxy-tcp' },
   autoscale: { script: 'autoscale' },
+  backhaul: { script: 'backhaul' },
 }
 
 /** Scripts run from source with tsx (as their own child processes do), in the package root. */

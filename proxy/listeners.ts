@@ -18,6 +18,8 @@ export interface ListenerSetInit {
   bindPortOf(publicPort: number): number
   onConnection(socket: Socket, listener: Listener): void
   log: Logger
+  /** What the log lines call these listeners (default "public"; Flycast listeners say "Flycast"). */
+  kind?: string
 }
 
 /**
@@ -29,7 +31,11 @@ export class ListenerSet {
   private readonly listeners = new Map<number, Listener>()
   private chain: Promise<void> = Promise.resolve()
 
-  constructor(private readonly init: ListenerSetInit) {}
+  private readonly kind: string
+
+  constructor(private readonly init: ListenerSetInit) {
+    this.kind = init.kind ?? 'public'
+  }
 
   /** Serialized: a reconcile starts after the previous one finished. */
   reconcile(plans: Map<number, PortPlan>): Promise<void> {
@@ -58,7 +64,7 @@ export class ListenerSet {
         // gone, or failed to bind last time (tried again below while the plan still wants it)
         this.listeners.delete(port)
         closing.push(closeServer(listener.server))
-        if (plan === undefined) this.init.log.info({ port, bound: listener.boundPort }, 'public listener closed')
+        if (plan === undefined) this.init.log.info({ port, bound: listener.boundPort }, `${this.kind} listener closed`)
       } else {
         if (plan.front !== listener.plan.front) listener.tls = undefined
         listener.plan = plan
@@ -82,16 +88,16 @@ export class ListenerSet {
     return new Promise((resolve) => {
       const onError = (err: NodeJS.ErrnoException): void => {
         listener.error = err.code ?? err.message
-        this.init.log.error({ err, port: publicPort, bind: `${this.init.host}:${bindPort}` }, 'public listener could not bind; its apps are unreachable on this port')
+        this.init.log.error({ err, port: publicPort, bind: `${this.init.host}:${bindPort}` }, `${this.kind} listener could not bind; its apps are unreachable on this port`)
         resolve()
       }
       server.once('error', onError)
       server.listen({ host: this.init.host, port: bindPort, backlog: 2048 }, () => {
         server.removeListener('error', onError)
-        server.on('error', (err) => this.init.log.error({ err, port: publicPort }, 'public listener failed'))
+        server.on('error', (err) => this.init.log.error({ err, port: publicPort }, `${this.kind} listener failed`))
         const address = server.address()
         listener.boundPort = typeof address === 'object' && address !== null ? address.port : bindPort
-        this.init.log.info({ port: publicPort, bind: `${this.init.host}:${listener.boundPort}`, front: plan.front, apps: [...plan.apps.keys()] }, 'public listener open')
+        this.init.log.info({ port: publicPort, bind: `${this.init.host}:${listener.boundPort}`, front: plan.front, apps: [...plan.apps.keys()] }, `${this.kind} listener open`)
         resolve()
       })
     })

@@ -22,6 +22,7 @@ export const appDocId = (app: string): DocId => `app:${app}`
 
 export const HOSTNAME = /^(?=.{1,253}$)(\*\.)?([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/
 export const HostnameSchema = z.string().toLowerCase().regex(HOSTNAME, 'must be a DNS name such as "www.example.com"')
+  .refine((h) => !h.endsWith('.flycast'), 'names under .flycast are private (Flycast); use `edgeproxy apps flycast` instead')
 
 export const AppRecordSchema = z.strictObject({
   name: AppNameSchema,

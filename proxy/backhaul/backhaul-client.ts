@@ -85,8 +85,9 @@ export class BackhaulClient {
   private connection(node: string, addr: string): EdgeConnection | EdgeProxyError {
     if (this.closed) return new EdgeProxyError('EP_SHUTTING_DOWN', 'this node is shutting down; retry the request')
     const existing = this.conns.get(node)
-    if (existing !== undefined && existing.usable && existing.address === addr) return existing
-    if (existing !== undefined && existing.usable) existing.drain() // the node moved: new streams go to its new address
+    if (existing !== undefined && existing.acceptsStreams && existing.address === addr) return existing
+    // the node moved, or the connection used up its stream ids: it drains, new streams go to a new one
+    if (existing !== undefined && existing.usable) existing.drain()
     const failed = this.failures.get(node)
     if (failed !== undefined && failed.until > performance.now()) {
       this.counters.fastFailures++

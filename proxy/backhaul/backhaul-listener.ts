@@ -71,7 +71,8 @@ class DefaultBackhaulListener implements BackhaulListener {
     server.on('secureConnection', (socket: TLSSocket) => this.accept(socket, deps))
     server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
       this.counters.handshakeFailures++
-      this.c.log.debug({ err: err.code ?? err.message, from: socket.remoteAddress }, 'backhaul handshake refused')
+      // info, not debug: a refused certificate is the first thing to look for when a node cannot join
+      this.c.log.info({ err: err.code ?? err.message, from: socket.remoteAddress }, 'backhaul handshake refused')
       socket.destroy()
     })
     server.on('error', (err) => this.c.log.error({ err }, 'backhaul listener failed'))

@@ -6,6 +6,8 @@ import { controlFrame, F_FIN, MAX_DATA_FRAME, windowFrame } from './frames.js'
 const WINDOW = BACKHAUL_LIMITS.streamWindowBytes
 /** Consumed bytes are granted back in batches of this many (a WINDOW frame per 64 KiB, not per chunk). */
 export const GRANT_AT = WINDOW / 4
+/** DATA chunks this large mean a bulk transfer (a full TLS record is 16 KiB). */
+const COALESCE_FROM = 8 * 1024
 
 /** The connection a stream lives on, as the stream sees it. */
 export interface StreamHost {
@@ -77,15 +79,38 @@ export class BackhaulStream extends Duplex {
     if (this.recvWindow < 0) return false
     if (this.finReceived || this.destroyed) return true // late bytes of a stream being torn down
     this.unacked += chunk.length
-    if (!this.push(chunk)) this.readBlocked = true
-    else this.grant()
+    if (this.coalesced !== undefined) { this.coalesced.push(chunk); return true }
+    if (chunk.length >= COALESCE_FROM) {
+      // a bulk transfer: TLS hands over 16 KiB records one by one; the reader gets the turn's records as one
+      // buffer (one write to its client instead of four), small messages still go through at once
+      this.coalesced = [chunk]
+      setImmediate(this.flushCoalesced)
+      return true
+    }
+    this.deliver(chunk)
     return true
   }
 
   onFin(): void {
     if (this.finReceived) return
+    this.flushCoalesced()
     this.finReceived = true
     this.push(null)
+  }
+
+  private coalesced: Buffer[] | undefined
+
+  private readonly flushCoalesced = (): void => {
+    const parts = this.coalesced
+    if (parts === undefined) return
+    this.coalesced = undefined
+    if (this.destroyed) return
+    this.deliver(parts.length === 1 ? parts[0] : Buffer.concat(parts))
+  }
+
+  private deliver(chunk: Buffer): void {
+    if (!this.push(chunk)) this.readBlocked = true
+    else this.grant()
   }
 
   /** The worker reset it: with a reason it failed (the proxy sees the error), without one the Machine closed. */

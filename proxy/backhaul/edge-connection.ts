@@ -82,7 +82,10 @@ export class EdgeConnection implements FrameSink, StreamHost {
     this.socket.on('session', (s: Buffer) => this.events.session(this, s))
     this.socket.on('data', (chunk: Buffer) => { this.heard = true; this.deframer.feed(chunk) })
     this.socket.on('error', (err: NodeJS.ErrnoException) => this.fail(describeSocketError(err)))
-    this.socket.on('end', () => this.fail('closed the connection'))
+    this.socket.on('end', () => {
+      if (this.state === 'draining' && this.load === 0) this.closeQuietly() // the worker drained (GOAWAY) and closed
+      else this.fail('closed the connection')
+    })
     this.socket.on('close', () => this.fail('closed the connection'))
   }
 
@@ -91,11 +94,12 @@ export class EdgeConnection implements FrameSink, StreamHost {
   /** Streams open or opening. */
   get load(): number { return this.streams.size + this.pending.size + this.queued.length }
   get usable(): boolean { return this.state === 'connecting' || this.state === 'open' }
+  /** Usable and with stream ids left: new streams may start here. */
+  get acceptsStreams(): boolean { return this.usable && this.nextId <= LAST_STREAM_ID }
 
   /** Opens a stream to a Machine on the worker; `done` runs exactly once. */
   open(req: BackhaulOpen, timeoutMs: number, done: OpenDone): void {
-    if (this.nextId > LAST_STREAM_ID) this.drain()
-    if (!this.usable) { done(this.unreachable('is closing this connection'), undefined); return }
+    if (!this.acceptsStreams) { done(this.unreachable('is closing this connection'), undefined); return }
     const id = this.nextId
     this.nextId += 2
     const stream = new BackhaulStream(this, id, this.init.node, req.machine)

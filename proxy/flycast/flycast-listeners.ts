@@ -54,6 +54,7 @@ export class FlycastListeners {
               bindPortOf: this.init.bindPortOf,
               onConnection: this.init.onConnection,
               log: this.init.log.child({ flycast: app }),
+              kind: 'Flycast',
             }),
           }
           this.byApp.set(app, entry)

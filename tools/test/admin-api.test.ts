@@ -195,3 +195,13 @@ describe('stop requests', () => {
     expect(badTimeout).toMatchObject({ status: 400, json: { path: 'body.timeout' } })
   })
 })
+
+describe('hostnames', () => {
+  test('a public custom hostname under .flycast is refused at deploy', async () => {
+    await startApi()
+    const res = await call('PUT', '/v1/apps/web?hostnames=web.flycast', FLY_TOML, { 'content-type': 'text/plain' })
+    expect(res.status).toBe(400)
+    expect(res.json).toMatchObject({ code: 'EP_INVALID_REQUEST', path: 'hostnames[0]' })
+    expect(res.json.message).toContain('.flycast are private')
+  })
+})

@@ -5,7 +5,7 @@ import { request } from 'undici'
 import { afterEach, expect, test } from 'vitest'
 import type { MachineRecord } from '../../schemas/catalog-records.js'
 import { parseAppConfigText } from '../../schemas/parse-app-config.js'
-import { flycastHostsPath } from '../../machines/index.js'
+import { demoAppCommand, flycastHostsPath } from '../../machines/index.js'
 import { runCli } from '../../test/helpers/cli.js'
 import { tempDir } from '../../test/helpers/temp-dir.js'
 import { waitFor } from '../../test/helpers/wait-for.js'
@@ -21,7 +21,7 @@ interface Node {
   dataDir: string
   admin: string
   deploy(app: string, extra?: string): Promise<void>
-  machine(app: string, desired?: 'started' | 'stopped'): Promise<MachineRecord>
+  machine(app: string, desired?: 'started' | 'stopped', cmd?: string[]): Promise<MachineRecord>
   flycast(app: string): Promise<{ status: number; address: string; allocated: boolean }>
   /** GET through the public listener. */
   get(app: string, path: string): Promise<{ status: number; headers: Record<string, unknown>; text: string }>
@@ -75,8 +75,8 @@ ${extra}  [services.concurrency]
 `).config)
       await daemon.proxy!.whenApplied(catalog.lastSeq)
     },
-    async machine(app, desired = 'started') {
-      const m = await catalog.createMachine({ app, region: 'ams', node: 'ams-1', desired, spec: { cmd: [process.execPath, fixture], env: {} } })
+    async machine(app, desired = 'started', cmd = [process.execPath, fixture]) {
+      const m = await catalog.createMachine({ app, region: 'ams', node: 'ams-1', desired, spec: { cmd, env: {} } })
       const settled = await waitFor(() => {
         const now = catalog.getMachine(m.id)
         return now !== undefined && (desired === 'started' ? now.state === 'started' && now.ready : now.state === 'stopped') ? now : undefined
@@ -204,4 +204,27 @@ test('`edgeproxy apps flycast APP` allocates through the admin API and says wher
   const missing = await runCli(['--api', `http://${node.admin}`, 'apps', 'flycast', 'nope'])
   expect(missing.code).not.toBe(0)
   expect(missing.stderr).toContain('EP_APP_NOT_FOUND')
+})
+
+test('the demo app calls another app by its Flycast name, and asks for a replay with ?fly-replay=', async () => {
+  node = await startNode()
+  await node.deploy('hello')
+  const demo = [await node.machine('hello', 'started', demoAppCommand()), await node.machine('hello', 'started', demoAppCommand())]
+  const { address } = await node.flycast('hello')
+  const port = node.daemon.proxy!.flycastPort('hello', 80)!
+
+  const called = await node.get('hello', `/flycast?url=${encodeURIComponent(`http://hello.flycast:${port}/inner`)}`)
+  expect(called.status).toBe(200)
+  const outer = JSON.parse(called.text) as { via: string; status: number; body: string }
+  expect(outer).toMatchObject({ via: address, status: 200 })
+  expect((JSON.parse(outer.body) as { app: string; path: string }).path).toBe('/inner')
+
+  for (let i = 0; i < 4; i++) {
+    const replayed = await node.get('hello', '/?fly-replay=elsewhere=true;state=demo')
+    const body = JSON.parse(replayed.text) as { machine: string; headers: Record<string, string> }
+    const from = /instance=([0-9a-f]{14})/.exec(body.headers['fly-replay-src'])?.[1]
+    expect(demo.map((m) => m.id)).toContain(from)
+    expect(body.machine).not.toBe(from) // elsewhere: the other Machine served it
+    expect(body.headers['fly-replay-src']).toContain(';state=demo')
+  }
 })

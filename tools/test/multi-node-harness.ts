@@ -33,11 +33,17 @@ const PUBLIC_PORTS = [80, 443, 5432, 7000, 7001]
 export class MultiNodeFleet {
   readonly nodes = new Map<string, FleetNode>()
   private readonly relays: ChaosRelay[] = []
+  /** Every node's address and relay from the moment it is being started (nodes may start in parallel). */
+  private readonly endpoints = new Map<string, { ip: string; relay: ChaosRelay }>()
   private readonly base: number
   private nextNode = 0
   dir!: Awaited<ReturnType<typeof tempDir>>
 
-  constructor(readonly opts: { heartbeatMs?: number; downAfterMs?: number } = {}) {
+  /**
+   * `rtt`: round trips between nodes by name, set on the relays as each node starts — before it dials or is
+   * dialled — so the first ping already measures them (gossip smooths RTT, so a late change takes a while).
+   */
+  constructor(readonly opts: { heartbeatMs?: number; downAfterMs?: number; rtt?: Array<[string, string, number]> } = {}) {
     // distinct loopback /24s per test process, so parallel test files never share a Machine address
     this.base = 100 + (process.pid % 25) * 4
   }
@@ -62,6 +68,13 @@ export class MultiNodeFleet {
     const ip = `127.0.${this.base}.${10 + i}`
     const relay = await startChaosRelay({ target: { host: ip, port: 1 } })
     this.relays.push(relay)
+    for (const [a, b, ms] of this.opts.rtt ?? []) {
+      const other = a === name ? this.endpoints.get(b) : b === name ? this.endpoints.get(a) : undefined
+      if (other === undefined) continue
+      relay.set({ delayMs: { up: ms / 2, down: ms / 2 } }, { from: other.ip })
+      other.relay.set({ delayMs: { up: ms / 2, down: ms / 2 } }, { from: ip })
+    }
+    this.endpoints.set(name, { ip, relay })
     const seed = [...this.nodes.values()][0]
     const daemon = await startDaemonProcess([
       'daemon', '--name', name, '--region', region, '--roles', roles, '--data-dir', join(this.dir.path, name),
@@ -91,7 +104,7 @@ export class MultiNodeFleet {
     return node
   }
 
-  /** Round trips between two nodes' regions, on both relays, scoped to each other's address. */
+  /** Changes the round trip between two running nodes (both relays, scoped to each other's address). */
   latency(a: string, b: string, rttMs: number): void {
     const na = this.node(a)
     const nb = this.node(b)

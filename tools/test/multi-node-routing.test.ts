@@ -16,7 +16,11 @@ import { json, MultiNodeFleet } from './multi-node-harness.js'
  * each a child process, joined by gossip through chaos relays that give the regions their distances
  * (ams–iad 40 ms, ams–syd 120 ms, iad–syd 100 ms, lhr–ams 10 ms …). App `web` has one Machine per worker.
  */
-const fleet = new MultiNodeFleet({ heartbeatMs: 200, downAfterMs: 2000 })
+const RTT: Array<[string, string, number]> = [
+  ['ams-1', 'iad-1', 40], ['ams-1', 'syd-1', 120], ['iad-1', 'syd-1', 100],
+  ['lhr-1', 'ams-1', 10], ['lhr-1', 'iad-1', 40], ['lhr-1', 'syd-1', 130],
+]
+const fleet = new MultiNodeFleet({ heartbeatMs: 200, downAfterMs: 2000, rtt: RTT })
 const machines: Record<string, MachineRecord> = {}
 const sick = (region: string): string => join(fleet.dir.path, `sick-${region}`)
 const insecure = new Agent({ connect: { rejectUnauthorized: false, servername: 'web.localhost' } })
@@ -60,16 +64,10 @@ port = 7001
 handlers = ["proxy_proto"]
 `
 
-const RTT: Array<[string, string, number]> = [
-  ['ams-1', 'iad-1', 40], ['ams-1', 'syd-1', 120], ['iad-1', 'syd-1', 100],
-  ['lhr-1', 'ams-1', 10], ['lhr-1', 'iad-1', 40], ['lhr-1', 'syd-1', 130],
-]
-
 beforeAll(async () => {
   await fleet.init()
   await fleet.start('ams-1', 'ams', 'edge,worker')
   await Promise.all([fleet.start('iad-1', 'iad', 'worker'), fleet.start('syd-1', 'syd', 'worker'), fleet.start('lhr-1', 'lhr', 'edge')])
-  for (const [a, b, ms] of RTT) fleet.latency(a, b, ms)
   await fleet.deploy('ams-1', WEB)
   for (const [node, region] of [['ams-1', 'ams'], ['iad-1', 'iad'], ['syd-1', 'syd']]) {
     await waitFor(() => json<unknown[]>(`${fleet.node(node).api}/v1/apps`).then((a) => a.length > 0), { timeoutMs: 15_000, what: `the app on ${node}` })

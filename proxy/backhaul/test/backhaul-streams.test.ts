@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
+import { connect as h2connect, createServer as createH2cServer } from 'node:http2'
 import { afterEach, expect, test } from 'vitest'
 import { EdgeProxyError } from '../../../schemas/errors.js'
 import { waitFor } from '../../../test/helpers/wait-for.js'
@@ -63,13 +64,14 @@ test('a slow reader holds back only its own stream: the sender waits for window,
   slow.on('error', () => { /* asserted through readAll below */ })
   slow.pause()
   slow.write('big')
-  // the Machine's 4 MiB cannot all be in flight: the window (256 KiB) and the buffers stop it
-  await waitFor(() => m.connections.length === 1 && m.connections[0].socket.writableLength > 0, { what: 'the Machine blocked on the paused stream' })
+  await waitFor(() => slow.readableLength >= 128 * 1024, { what: 'the first bytes of the 4 MiB waiting unread at the edge' })
 
   const fast = await f.open(machine, m.port)
   const echoed = readAll(fast)
   fast.end('still flowing')
   expect((await echoed).toString()).toBe('still flowing')
+  // the worker stopped at the stream's window (256 KiB): the rest waits on the worker and in the Machine
+  expect(slow.readableLength).toBeLessThanOrEqual(256 * 1024)
 
   const rest = readAll(slow, 20_000)
   slow.resume()
@@ -95,4 +97,26 @@ test('a Machine reset reaches the edge as EP_MACHINE_RESET; an edge reset ends t
   const ended = once(m.connections[1].socket, 'end')
   b.destroy()
   await ended // the worker closed its side, as the proxy does for a client that went away
+})
+
+test('an h2c session (h2_backend) runs over a backhaul stream as over a socket', async () => {
+  f = await startBackhaulFixture()
+  const h2 = createH2cServer((req, res) => res.end(`h2 ${req.url}`))
+  const m = await tcpMachine((s) => h2.emit('connection', s))
+  await f.deploy(m.port)
+  const machine = await f.addMachine(m)
+  const stream = await f.open(machine, m.port)
+  const session = h2connect(`http://${machine.id}:${m.port}`, { createConnection: () => stream })
+  try {
+    const req = session.request({ ':path': '/grpc.Service/Call' })
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    const [headers] = (await once(req, 'response')) as [Record<string, unknown>]
+    await once(req, 'end')
+    expect(headers[':status']).toBe(200)
+    expect(Buffer.concat(chunks).toString()).toBe('h2 /grpc.Service/Call')
+  } finally {
+    session.destroy()
+    h2.close()
+  }
 })

@@ -1,6 +1,6 @@
 import { connect } from 'node:net'
 import { once } from 'node:events'
-import { request } from 'undici'
+import { Agent, request } from 'undici'
 import { afterEach, expect, test } from 'vitest'
 import { allocateFlycastAddress, parseFlycastRange } from '../../../schemas/flycast.js'
 import { type Harness, httpApp, startHarness } from '../../test/harness.js'
@@ -137,4 +137,23 @@ test('stop closes the Flycast listeners', async () => {
   await h.stop()
   h = undefined
   expect(await refused(addr, port)).toBe('ECONNREFUSED')
+})
+
+test('tls applies on a Flycast port too, with the fallback certificate of the node (none is public for .flycast)', async () => {
+  h = await startHarness({ flycastPortMap: () => 0 })
+  const { port, machines } = await h.httpMachines(1)
+  await h.deploy(`app = "web"\n[http_service]\ninternal_port = ${port}\n`)
+  await h.addMachine('web', machines[0])
+  const addr = await giveFlycast('web')
+  const agent = new Agent({ connect: { rejectUnauthorized: false, servername: 'web.flycast' } })
+  try {
+    const res = await request(`https://${addr}:${h.proxy.flycastPort('web', 443)}/secure`, { dispatcher: agent, headers: { host: 'web.flycast' } })
+    const body = await res.body.json() as Echo
+    expect(res.statusCode).toBe(200)
+    expect(body.url).toBe('/secure')
+    expect(body.headers['x-forwarded-proto']).toBe('https')
+    expect(body.headers['x-forwarded-port']).toBe('443')
+  } finally {
+    await agent.close()
+  }
 })
