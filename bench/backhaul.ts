@@ -103,6 +103,7 @@ function measure(label: string, targets: Target[], o: { connections: number; hos
 
 const med = (xs: Measured[], f: (x: Measured) => number): number => median(xs.map(f))
 const ms = (n: number): string => n.toFixed(3)
+const delta = (n: number): string => `${n >= 0 ? '+' : '−'}${Math.abs(n).toFixed(3)} ms`
 
 try {
   const small = await startBackend({ BACKEND_HOST: SMALL_ADDR, BACKEND_KIND: 'http', BACKEND_BYTES: '11' })
@@ -143,8 +144,8 @@ try {
   const perReq = (x: Measured): number => x.cpuUs / Math.max(1, x.requests)
   const perMiB = (x: Measured): number => x.cpuUs / Math.max(1e-9, x.mbPerSec * seconds)
   const rows: Array<Array<string | number>> = [
-    ['one request at a time (wrk -c1): p50 latency ms', ms(med(d(latency), (x) => x.p50ms)), ms(med(b(latency), (x) => x.p50ms)), `+${ms(med(b(latency), (x) => x.p50ms) - med(d(latency), (x) => x.p50ms))} ms`],
-    ['one request at a time (wrk -c1): p99 latency ms', ms(med(d(latency), (x) => x.p99ms)), ms(med(b(latency), (x) => x.p99ms)), `+${ms(med(b(latency), (x) => x.p99ms) - med(d(latency), (x) => x.p99ms))} ms`],
+    ['one request at a time (wrk -c1): p50 latency ms', ms(med(d(latency), (x) => x.p50ms)), ms(med(b(latency), (x) => x.p50ms)), delta(med(b(latency), (x) => x.p50ms) - med(d(latency), (x) => x.p50ms))],
+    ['one request at a time (wrk -c1): p99 latency ms', ms(med(d(latency), (x) => x.p99ms)), ms(med(b(latency), (x) => x.p99ms)), delta(med(b(latency), (x) => x.p99ms) - med(d(latency), (x) => x.p99ms))],
     [`keep-alive small GET c${c}: req/s`, med(d(rps), (x) => x.rps).toFixed(0), med(b(rps), (x) => x.rps).toFixed(0), (med(b(rps), (x) => x.rps) / med(d(rps), (x) => x.rps)).toFixed(2)],
     [`keep-alive small GET c${c}: p99 ms`, ms(med(d(rps), (x) => x.p99ms)), ms(med(b(rps), (x) => x.p99ms)), (med(b(rps), (x) => x.p99ms) / med(d(rps), (x) => x.p99ms)).toFixed(2)],
     [`keep-alive small GET c${c}: proxy CPU µs/req (edge + worker)`, med(d(rps), perReq).toFixed(1), med(b(rps), perReq).toFixed(1), (med(b(rps), perReq) / med(d(rps), perReq)).toFixed(2)],

@@ -32,6 +32,10 @@ export type { ForwardedLoad } from './autoscale/forwarded-load.js'
 export type { ProxyStats } from './stats.js'
 export type { ProxyTimeouts } from './proxy-context.js'
 export { ERROR_HEADER } from './error-response.js'
+export type { RequestMetrics, Phase } from './observe/request-metrics.js'
+export { PHASES } from './observe/request-metrics.js'
+export type { LatencyHistogram } from './observe/latency-histogram.js'
+export type { MachineLoad } from './observe/machine-loads.js'
 
 export function proxyServer(init: ProxyServerInit) {
   return (components: ProxyServerComponents): ProxyServer => new DefaultProxyServer(components, init)

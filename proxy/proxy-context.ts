@@ -1,3 +1,4 @@
+import type { RequestMetrics } from './observe/request-metrics.js'
 import type { Logger } from 'pino'
 import type { HttpLimits } from './http/limits.js'
 import type { UpstreamPool } from './http/upstream-pool.js'
@@ -42,6 +43,8 @@ export interface ProxyContext {
   readonly pool: UpstreamPool<UpstreamConn>
   readonly connector: MachineConnector
   readonly stats: ProxyStats
+  /** Per-request counts, phase latencies and the sampled request log (issue 10). */
+  readonly requests: RequestMetrics
   readonly log: Logger
   /** This edge's region: Fly-Region and the suffix of request ids. */
   readonly region: string

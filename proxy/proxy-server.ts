@@ -27,6 +27,9 @@ import { planPorts } from './routing/port-plan.js'
 import { Router, type RouterInit } from './routing/router.js'
 import { type IndexChanges, RoutingIndex } from './routing/routing-index.js'
 import { newProxyStats, type ProxyStats } from './stats.js'
+import { RequestMetrics } from './observe/request-metrics.js'
+import { machineLoads } from './observe/machine-loads.js'
+import type { LatencyHistogram } from './observe/latency-histogram.js'
 import { CertStore } from './tls/cert-store.js'
 
 /** Dev ports on one host (DESIGN §6): an app's port 80 listens on 8080 and 443 on 8443. */
@@ -52,6 +55,8 @@ export interface ProxyServerInit {
   sweepIntervalMs?: number
   /** An app's port → the port its Flycast listener binds (default: the same port, as Fly does; dev maps like portMap). */
   flycastPortMap?: Readonly<Record<number, number>> | ((publicPort: number) => number)
+  /** Share of requests written to the request log, 0…1 (default 0.01); responses ≥ 500 are always logged. */
+  requestLogSample?: number
   /** Autostart and autostop timings (proxy/autoscale/autoscale-options.ts). */
   autoscale?: AutoscaleInit
 }
@@ -84,7 +89,11 @@ export interface ProxyServer {
   /** The routing decision's inputs for a host on a public port (`edgeproxy route explain`). */
   explain(host: string, publicPort?: number, hints?: RoutingHints): RouteExplanation
   /** Autostart / autostop counters; undefined when that part is not wired. */
-  readonly autoscale: { readonly autostart: AutostartStats | undefined; readonly autostop: AutostopStats | undefined }
+  readonly autoscale: { readonly autostart: AutostartStats | undefined; readonly autostop: AutostopStats | undefined; readonly wakeLatency: LatencyHistogram | undefined }
+  /** Per-request counts and phase latencies (read by /metrics). */
+  readonly requests: RequestMetrics
+  /** Load per Machine and the capacity queue's depth, as this proxy counts them. */
+  loads(): ReturnType<typeof machineLoads>
   /** The backhaul's worker side counts here the streams it opens to this node's Machines (autostop reads them). */
   readonly forwardedLoad: ForwardedLoad
 }
@@ -94,6 +103,7 @@ const CLOSENESS_REFRESH_MS = 5000
 
 export class DefaultProxyServer implements ProxyServer {
   readonly stats = newProxyStats()
+  readonly requests: RequestMetrics
   readonly index: RoutingIndex
   private readonly closeness: Closeness
   private readonly balancer: Balancer
@@ -122,6 +132,7 @@ export class DefaultProxyServer implements ProxyServer {
 
   constructor(private readonly c: ProxyServerComponents, private readonly init: ProxyServerInit) {
     this.log = c.log
+    this.requests = new RequestMetrics(c.log.child({ part: 'request-log' }), { sampleRate: init.requestLogSample ?? 0.01 })
     this.index = new RoutingIndex({ domain: init.domain })
     this.closeness = new Closeness(c.catalog.nodeName, init.region, c.closeness)
     this.balancer = new Balancer(this.index, this.closeness)
@@ -133,7 +144,7 @@ export class DefaultProxyServer implements ProxyServer {
       index: this.index, stopper: c.stopper, starts: this.autostarter ?? { isStarting: () => false }, nodeName: c.catalog.nodeName,
       forwarded: this.forwardedLoad, log: c.log.child({ part: 'autostop' }),
     }, autoscale)
-    this.autoscale = { autostart: this.autostarter?.stats, autostop: this.autostopper?.stats }
+    this.autoscale = { autostart: this.autostarter?.stats, autostop: this.autostopper?.stats, wakeLatency: this.autostarter?.wakeLatency }
     this.router = new Router(this.balancer, this.stats, init.queue, this.autostarter)
     this.pool = new UpstreamPool<UpstreamConn>(init.pool)
     this.timeouts = { ...DEFAULT_TIMEOUTS, ...init.timeouts }
@@ -159,6 +170,7 @@ export class DefaultProxyServer implements ProxyServer {
       pool: this.pool,
       connector: this.withWakeRetry(c.connector ?? directConnector({ connectTimeoutMs: init.connectTimeoutMs })),
       stats: this.stats,
+      requests: this.requests,
       log: c.log,
       region: init.region,
       serverHeader: init.serverHeader ?? 'Fly/edgeproxy',
@@ -234,6 +246,10 @@ export class DefaultProxyServer implements ProxyServer {
 
   boundPort(publicPort: number): number | undefined {
     return this.listeners.get(publicPort)?.boundPort
+  }
+
+  loads(): ReturnType<typeof machineLoads> {
+    return machineLoads(this.index)
   }
 
   explain(host: string, publicPort = 80, hints?: RoutingHints): RouteExplanation {

@@ -37,6 +37,8 @@ export interface DaemonOptions {
   flycastPortMap?: Readonly<Record<number, number>>
   /** Bytes of a request body kept so fly-replay can resend it (default 10 MiB). */
   replayBodyLimit?: number
+  /** Share of requests written to the request log (default 0.01); responses ≥ 500 are always logged. */
+  requestLogSample?: number
   /** The mTLS backhaul (issue 7): on when the fleet folder holds the fleet CA. */
   backhaul?: BackhaulOptions
   gossip?: {
@@ -150,7 +152,7 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
     proxy = edge
       ? proxyServer({
         region: options.region, publicAddr: options.publicAddr, portMap: options.portMap, domain: options.domain, autoscale: options.autoscale,
-        flycastPortMap: options.flycastPortMap, limits: options.replayBodyLimit === undefined ? undefined : { maxReplayBodyBytes: options.replayBodyLimit },
+        flycastPortMap: options.flycastPortMap, requestLogSample: options.requestLogSample, limits: options.replayBodyLimit === undefined ? undefined : { maxReplayBodyBytes: options.replayBodyLimit },
       })({
         catalog, log: log.child({ component: 'proxy' }), closeness: gossip.closeness, connector: backhaul.connector,
         // autostart asks any Machine's host through the catalog; autostop acts only on Machines this worker hosts
@@ -166,7 +168,7 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
       ? { read: (id: string, o: { follow: boolean; tail: number; signal: AbortSignal }) => readMachineLogs(options.dataDir, id, o) }
       : undefined
     const liveness = { isUp: (node: string) => gossip.isNodeUp(node), rttMs: (node: string) => gossip.closeness.rttToNode(node) }
-    const admin = adminApi({ host: options.admin.host, port: options.admin.port, token })({ catalog, self, logs, liveness, route: routeExplainer(proxy), metrics: metricsRegistry({ catalog, proxy, gossip }).render, flycastRange: options.flycastRange, log: log.child({ component: 'admin-api' }) })
+    const admin = adminApi({ host: options.admin.host, port: options.admin.port, token })({ catalog, self, logs, liveness, route: routeExplainer(proxy), loads: proxy === undefined ? undefined : () => loadsByMachine(proxy), metrics: metricsRegistry({ catalog, proxy, gossip }).render, flycastRange: options.flycastRange, log: log.child({ component: 'admin-api' }) })
     await admin.start()
     started.push(admin)
 
@@ -197,6 +199,12 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
     await stopAll(started, log)
     throw err
   }
+}
+
+function loadsByMachine(proxy: ProxyServer): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const l of proxy.loads().loads) out[l.machine] = (out[l.machine] ?? 0) + l.load
+  return out
 }
 
 function routeExplainer(proxy: ProxyServer | undefined): RouteExplainer | undefined {

@@ -1,3 +1,4 @@
+import { LatencyHistogram } from '../observe/latency-histogram.js'
 import type { Logger } from 'pino'
 import { EdgeProxyError } from '../../schemas/errors.js'
 import type { RoutingHints } from '../routing/balancer.js'
@@ -52,6 +53,8 @@ const SWEEP_MS = 250
  */
 export class Autostarter implements RouteWake {
   readonly stats: AutostartStats = { starts: 0, woke: 0, startFailures: 0, wakeRetries: 0 }
+  /** From asking for a start to the Machine ready, in seconds (/metrics). */
+  readonly wakeLatency = new LatencyHistogram()
   readonly wakeTimeoutMs: number
   private readonly pendingByApp = new Map<string, Map<string, PendingStart>>()
   /** Machine id → until when a connection refusal is retried (its wake window). */
@@ -231,6 +234,7 @@ export class Autostarter implements RouteWake {
   private woke(app: string, p: PendingStart): void {
     this.untrack(app, p.machine.id)
     this.stats.woke++
+    this.wakeLatency.observe((Date.now() - p.since) / 1000)
     this.woken.set(p.machine.id, Date.now() + this.options.wakeRetryWindowMs)
     this.c.log.info({ app, machine: p.machine.id, ms: Date.now() - p.since }, 'autostart: Machine ready')
   }

@@ -1,7 +1,7 @@
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
 import { BACKHAUL_ALPN, type BackhaulOpen, BackhaulRefusalSchema, parseBackhaulJson } from '../../schemas/backhaul.js'
-import { EdgeProxyError } from '../../schemas/errors.js'
+import { EdgeProxyError, ERROR_TABLE } from '../../schemas/errors.js'
 import { BackhaulStream, type StreamHost } from './backhaul-stream.js'
 import { FrameWriter } from './frame-writer.js'
 import {
@@ -244,6 +244,9 @@ export class EdgeConnection implements FrameSink, StreamHost {
     if (typeof r === 'string') return this.unreachable(`refused stream ${id} with an unreadable reason (${r})`)
     // the worker's socket error travels as the cause, as it would for a local Machine (autostart retries refusals)
     const cause = r.errno === undefined ? undefined : Object.assign(new Error(r.errno), { code: r.errno })
+    // a worker that says "not here" or "no such port" contradicts this edge's catalog: to the client that is a
+    // bad gateway (Fly's PR02 is retried, then a 502), never the 404 the code has on the admin API
+    if (ERROR_TABLE[r.code].status < 500) return new EdgeProxyError('EP_MACHINE_UNREACHABLE', `${r.message} (node ${this.init.node} refused it: ${r.code})`, { cause })
     return new EdgeProxyError(r.code, `${r.message} (node ${this.init.node}, over the backhaul)`, { cause })
   }
 

@@ -22,6 +22,9 @@ export interface StreamCtx {
   route?: PortRoute
   cand?: Candidate
   upstream?: Socket
+  /** performance.now() at accept and when the Machine connection opened (metrics, request log). */
+  t0: number
+  tConnected: number
   error?: EdgeProxyError
   closed: boolean
 }
@@ -31,7 +34,7 @@ const MAX_ATTEMPTS = 2
 
 /** route → connect → forward → finish for a stream (DESIGN §4); never throws. */
 export async function handleStream(client: Socket, info: ClientInfo, listener: ListenerState, dialect: StreamCtx['dialect'], deps: ProxyContext): Promise<void> {
-  const ctx: StreamCtx = { id: newRequestId(deps.region), startedAt: Date.now(), client, info, listener, dialect, closed: false }
+  const ctx: StreamCtx = { id: newRequestId(deps.region), startedAt: Date.now(), t0: performance.now(), tConnected: 0, client, info, listener, dialect, closed: false }
   const session = streamSession(ctx, deps)
   try {
     const route = routeStream(ctx, deps)
@@ -129,6 +132,7 @@ async function connectWithRetry(ctx: StreamCtx, route: PortRoute, deps: ProxyCon
 /** forward: bytes both ways with half-close (the PROXY header went first at connect), until both ends close. */
 function forward(ctx: StreamCtx, upstream: Socket, deps: ProxyContext): Promise<void> {
   ctx.upstream = upstream
+  ctx.tConnected = performance.now()
   deps.stats.streamsForwarded++
   const client = ctx.client
   if (ctx.closed) upstream.destroy() // the client left while we connected
@@ -150,6 +154,10 @@ function forward(ctx: StreamCtx, upstream: Socket, deps: ProxyContext): Promise<
 
 function finish(ctx: StreamCtx, deps: ProxyContext, session: Session): void {
   deps.sessions.delete(session)
+  const m = ctx.cand?.machine
+  // a stream has no status: a forwarded one counts as 200, a refused one as its error's status
+  const handler = ctx.dialect === 'postgres' ? 'pg_tls' : ctx.info.tls ? 'tls' : 'tcp'
+  deps.requests.finished(ctx.route?.service.app ?? '-', handler, ctx.error?.status ?? 200, m?.id, m?.region, ctx.id, ctx.t0, ctx.tConnected, 0, performance.now(), ctx.client.bytesWritten)
   if (ctx.cand !== undefined) { deps.router.release(ctx.cand.cell); ctx.cand = undefined }
   const err = ctx.error
   if (err !== undefined) {

@@ -14,8 +14,8 @@ import type { RequestHead } from './request-head.js'
 export interface BridgeOwner {
   /** The Machine could not be reached before any response: the session may retry or answer 502. */
   bridgeFailed(err: EdgeProxyError): void
-  /** The response is complete; close the client connection when `close`. */
-  bridgeDone(close: boolean): void
+  /** The response (with this status) is complete; close the client connection when `close`. */
+  bridgeDone(close: boolean, status: number): void
   /** The response broke off after it started. */
   bridgeBroken(): void
 }
@@ -97,7 +97,7 @@ export class H1ToH2cBridge {
     if (close) head += 'Connection: close\r\n'
     this.client.write(`${head}\r\n`, 'latin1')
     this.started = true
-    if (noBody) { res.body.resume(); this.owner.bridgeDone(close); return }
+    if (noBody) { res.body.resume(); this.owner.bridgeDone(close, res.status); return }
     res.body.on('data', (chunk: Buffer) => {
       if (!this.client.write(chunked ? encodeChunk(chunk) : chunk)) {
         res.body.pause()
@@ -106,7 +106,7 @@ export class H1ToH2cBridge {
     })
     res.body.once('end', () => {
       if (chunked) this.client.write(LAST_CHUNK)
-      this.owner.bridgeDone(close)
+      this.owner.bridgeDone(close, res.status)
     })
     res.body.once('error', () => this.owner.bridgeBroken())
   }

@@ -117,6 +117,12 @@ class H2Exchange implements RouteWaiter {
   private leased = false
   private attempts = 0
   private responded = false
+  /** performance.now() at the request, the Machine's pick and its response head; the status sent (metrics). */
+  private t0 = 0
+  private tRouted = 0
+  private tHead = 0
+  private status = 0
+  private bytes = 0
   /** The request body as it streams to the Machine, recorded into `kept` for a fly-replay (proxy/replay/). */
   private recorder: Transform | undefined
   private readonly kept: KeptBody
@@ -127,11 +133,16 @@ class H2Exchange implements RouteWaiter {
     this.reqId = newRequestId(this.deps.region)
     this.kept = new KeptBody(this.deps.limits.maxReplayBodyBytes)
     stream.on('error', () => { /* reset by the client: 'close' cleans up */ })
-    stream.once('close', () => { this.release(); this.replay?.dispose() })
+    stream.once('close', () => {
+      this.release()
+      this.replay?.dispose()
+      if (this.status !== 0) this.record()
+    })
   }
 
   run(): void {
     const deps = this.deps
+    this.t0 = performance.now()
     deps.stats.requests++
     deps.stats.h2Streams++
     const h = this.headers
@@ -174,6 +185,7 @@ class H2Exchange implements RouteWaiter {
   }
 
   private forward(cand: Candidate): void {
+    if (this.tRouted === 0) this.tRouted = performance.now()
     const route = this.route!
     const h = this.headers
     const prefer = this.hints?.preferInstance
@@ -286,6 +298,8 @@ class H2Exchange implements RouteWaiter {
   }
 
   private respond(res: H2UpstreamResponse, edits: ResponseEdits): void {
+    this.tHead = performance.now()
+    this.status = res.status
     if (this.stream.destroyed) { res.body.destroy(); return }
     const out: Record<string, string | string[]> = { ':status': String(res.status) }
     for (const [name, value] of res.headers) {
@@ -317,7 +331,15 @@ class H2Exchange implements RouteWaiter {
       })
     }
     res.body.on('error', () => this.stream.close(0x2 /* INTERNAL_ERROR */))
+    res.body.on('data', (chunk: Buffer) => { this.bytes += chunk.length })
     res.body.pipe(this.stream)
+  }
+
+  /** finish: one entry in the request metrics and, sampled, the request log (when the stream closes). */
+  private record(): void {
+    const service = this.route?.service
+    const m = this.cand?.machine ?? (service === undefined ? undefined : this.conn.sticky.get(service)?.machine)
+    this.deps.requests.finished(this.route?.service.app ?? '-', 'h2', this.status, m?.id, m?.region, this.reqId, this.t0, this.tRouted, this.tHead, performance.now(), this.bytes)
   }
 
   private fail(err: EdgeProxyError): void {
@@ -327,6 +349,7 @@ class H2Exchange implements RouteWaiter {
       if (!(next instanceof EdgeProxyError)) { this.release(); this.replayTo(next); return }
       err = next
     }
+    this.status = err.status
     countError(this.deps.stats.routeErrors, err.code)
     this.release()
     if (this.responded || this.stream.destroyed || this.stream.headersSent) { this.stream.close(0x2); return }

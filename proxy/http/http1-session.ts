@@ -58,6 +58,11 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
   /** Per-request access lines only when someone reads them (no Date.now() on the hot path otherwise). */
   private readonly accessLog: boolean
   private startedAt = 0
+  /** performance.now() at the request head, the Machine's pick and its first response byte (request log, metrics). */
+  private t0 = 0
+  private tRouted = 0
+  private tHead = 0
+  private bytesAtStart = 0
   private readonly connHeaders: string
 
   // the exchange in progress
@@ -212,6 +217,9 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
     ctx.stats.requests++
     this.req = head
     this.reqId = newRequestId(ctx.region)
+    this.t0 = performance.now()
+    this.tRouted = this.tHead = 0
+    this.bytesAtStart = this.client.bytesWritten
     if (this.accessLog) this.startedAt = Date.now()
     this.relay.begin(head, this.reqId, NO_EDITS, !head.keepAlive || this.clientEnded || this.draining || ctx.draining)
     this.body.begin(head)
@@ -221,7 +229,11 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
     this.preferredUnavailable = undefined
 
     const route = routeForHost(ctx.index, this.listener, head.host, true)
-    if (route instanceof EdgeProxyError) { this.answerError(route); return }
+    if (route instanceof EdgeProxyError) {
+      this.route = undefined // not the previous request's app: this one has none
+      this.answerError(route)
+      return
+    }
     this.route = route
     this.relay.edits = route.edits
     if (route.port.force_https && !this.info.tls) { this.redirectToHttps(head); return }
@@ -264,12 +276,14 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
     const host = head.host + (httpsPort === 443 ? '' : `:${httpsPort}`)
     const close = this.relay.framing.close || head.bodyKind !== BODY_NONE
     this.client.write(redirectResponse(`https://${host}${head.target}`, { requestId: this.reqId, server: this.ctx.serverHeader, close, head: head.method === 'HEAD' }))
+    this.recordRequest(301)
     this.endExchange(close)
   }
 
   // ---- connect ----
 
   private connect(): void {
+    if (this.tRouted === 0) this.tRouted = performance.now()
     if (this.route!.port.http_options?.h2_backend === true) { this.forwardH2c(); return }
     const ctx = this.ctx
     const m = this.cand!.machine
@@ -442,11 +456,12 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
     this.retryOrFail(err, this.req!.bodyKind === BODY_NONE)
   }
 
-  bridgeDone(close: boolean): void {
+  bridgeDone(close: boolean, status: number): void {
     if (this.state === S_CLOSED) return
     this.bridge = undefined
     this.ctx.stats.responses++
     if (this.route!.service.countsRequests) this.releaseLease()
+    this.recordRequest(status)
     this.endExchange(close || !this.body.done)
   }
 
@@ -460,6 +475,7 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
       return
     }
     if (this.state !== S_FORWARD) { this.up?.discard(); this.up = undefined; return } // unsolicited bytes
+    if (this.tHead === 0) this.tHead = performance.now()
     this.relay.onData(chunk)
   }
 
@@ -608,6 +624,7 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
       }
     }
     if (this.route!.service.countsRequests) this.releaseLease()
+    this.recordRequest(this.relay.res?.status ?? 0)
     if (this.accessLog) {
       ctx.log.debug({ reqId: this.reqId, app: this.route!.service.app, machine: this.cand?.machine.id, status: this.relay.res?.status, ms: Date.now() - this.startedAt }, 'request finished')
     }
@@ -654,6 +671,7 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
     countError(ctx.stats.routeErrors, err.code)
     if (err.status >= 500) ctx.log.debug({ err, reqId: this.reqId, host: req?.host }, 'request failed')
     this.releaseLease()
+    this.recordRequest(err.status)
     if (this.relay.started) { this.destroy(); return }
     // an unread body would be taken for the next request: close instead
     const close = req === undefined || this.relay.framing.close || !this.body.done
@@ -664,6 +682,8 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
 
   private closeWithError(err: EdgeProxyError): void {
     countError(this.ctx.stats.clientErrors, err.code)
+    if (this.t0 === 0) this.t0 = performance.now()
+    this.recordRequest(err.status)
     if (this.relay.started || this.state === S_CLOSED) { this.destroy(); return }
     this.client.write(errorResponse(err, { requestId: this.reqId, server: this.ctx.serverHeader, close: true }))
     this.close()
@@ -681,6 +701,16 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
     this.ctx.log.debug({ reqId: this.reqId, reason }, 'response cut short')
     countError(this.ctx.stats.routeErrors, 'EP_MACHINE_RESET')
     this.destroy()
+  }
+
+  /** finish: one entry in the request metrics and, sampled, the request log. */
+  private recordRequest(status: number): void {
+    const m = this.cand?.machine
+    this.ctx.requests.finished(
+      this.route?.service.app ?? '-', this.info.tls ? 'https' : 'http', status, m?.id, m?.region, this.reqId,
+      this.t0, this.tRouted, this.tHead, performance.now(), this.client.bytesWritten - this.bytesAtStart,
+    )
+    this.t0 = 0
   }
 
   private releaseLease(): void {

@@ -65,9 +65,9 @@ export interface Harness {
   stop(): Promise<void>
 }
 
-export async function startHarness(init: Partial<ProxyServerInit> = {}): Promise<Harness> {
+export async function startHarness(init: Partial<ProxyServerInit> = {}, options: { log?: pino.Logger } = {}): Promise<Harness> {
   const dir = await mkdtemp(join(tmpdir(), 'edgeproxy-proxy-'))
-  const log = pino({ level: process.env.EP_TEST_LOG ?? 'silent' })
+  const log = options.log ?? pino({ level: process.env.EP_TEST_LOG ?? 'silent' })
   let catalog: Catalog | undefined
   let proxy: ProxyServer
   try {

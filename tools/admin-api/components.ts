@@ -24,6 +24,8 @@ export interface AdminApiComponents {
   liveness?: NodeLiveness
   logs?: MachineLogsReader
   route?: RouteExplainer
+  /** Load per Machine (summed over its services) as this edge counts it, for the dashboard. */
+  loads?: () => Record<string, number>
   /** Prometheus text for /metrics. */
   metrics?: () => Promise<string>
   /** CIDR Flycast addresses are allocated from (default 127.77.0.0/16); the same on every node of a fleet. */

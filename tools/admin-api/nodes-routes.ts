@@ -3,6 +3,8 @@ import type { AdminApiComponents } from './components.js'
 
 /** `/v1/nodes`: membership records plus the live view this node has of each (up/down, RTT). */
 export function nodesRoutes(server: FastifyInstance, c: AdminApiComponents): void {
+  server.get('/v1/load', async () => c.loads?.() ?? {})
+
   server.get('/v1/nodes', async () => {
     const down = new Set(c.catalog.snapshot().downNodes)
     return c.catalog.listNodes().map((n) => {

@@ -33,6 +33,7 @@ interface DaemonFlags {
   flycastRange?: string
   flycastPortMap?: string
   replayBodyLimit?: string
+  requestLogSample?: string
   machineRange?: string
   backhaulListen?: string
   backhaulAnnounce?: string
@@ -69,6 +70,13 @@ function bytes(value: string | undefined, flag: string): number | undefined {
   return Number(m[1]) * ({ '': 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 } as Record<string, number>)[m[2]]
 }
 
+function share(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined
+  const n = Number(value)
+  if (!Number.isFinite(n) || n < 0 || n > 1) throw new EdgeProxyError('EP_INVALID_REQUEST', `${flag}: expected a share from 0 to 1, got "${value}"`)
+  return n
+}
+
 function positiveMs(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined
   const n = Number(value)
@@ -98,6 +106,7 @@ function toOptions(flags: DaemonFlags): DaemonOptions {
     flycastRange: flags.flycastRange === undefined ? undefined : parseFlycastRange(flags.flycastRange).cidr,
     flycastPortMap: flagPortMap(flags.flycastPortMap, '--flycast-port-map'),
     replayBodyLimit: bytes(flags.replayBodyLimit, '--replay-body-limit'),
+    requestLogSample: share(flags.requestLogSample, '--request-log-sample'),
     machineRange: flags.machineRange,
     backhaul: backhaulOptions(flags),
     autoscale: {
@@ -172,6 +181,7 @@ export function registerDaemonCommands(program: Command): void {
     .option('--flycast-range <cidr>', `private range Flycast addresses come from; the same on every node (default ${DEFAULT_FLYCAST_RANGE})`)
     .option('--flycast-port-map <pairs>', 'edge: app port → port bound on Flycast addresses, e.g. 80=8080 (default: the same port)')
     .option('--replay-body-limit <size>', 'request bodies kept for fly-replay up to this, e.g. 10MiB (default 10MiB)')
+    .option('--request-log-sample <share>', 'share of requests logged, 0…1 (default 0.01; responses ≥ 500 always)')
     .option('--machine-range <cidr>', 'worker: loopback range for Machine addresses (default 127.66.0.0/16; give nodes sharing a host distinct ranges)')
     .option('--backhaul-listen <host:port>', 'worker: where the mTLS backhaul listens when the fleet has a CA (default 127.0.0.1:0, any free port)')
     .option('--backhaul-announce <host:port>', 'the backhaul address other nodes dial (default: the bound address)')

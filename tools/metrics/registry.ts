@@ -1,7 +1,8 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
 import type { CatalogReader } from '../../catalog/index.js'
 import type { GossipNode, GossipStats } from '../../gossip/index.js'
-import type { ProxyServer } from '../../proxy/index.js'
+import { type LatencyHistogram, PHASES, type ProxyServer } from '../../proxy/index.js'
+import { histogramText } from './histogram-text.js'
 import { type CounterSource, readCounters } from './counter-source.js'
 
 export interface MetricsSources {
@@ -64,6 +65,41 @@ export function metricsRegistry(sources: MetricsSources): { registry: Registry; 
       name: 'edgeproxy_proxy_connections_open', help: 'Client connections open now', registers: [registry],
       collect() { this.set(s.connectionsOpen) },
     })
+    new Counter({
+      name: 'edgeproxy_requests_total', help: 'Requests (HTTP) and streams (tcp, tls, pg_tls) finished, by app, handler and status; a forwarded stream counts as 200', labelNames: ['app', 'handler', 'status'], registers: [registry],
+      collect() {
+        this.reset()
+        for (const [app, byHandler] of proxy.requests.counts) {
+          for (const [handler, byStatus] of byHandler) for (const [status, n] of byStatus) this.inc({ app, handler, status: String(status) }, n)
+        }
+      },
+    })
+    new Gauge({
+      name: 'edgeproxy_machine_load', help: 'Open connections or in-flight requests per Machine and service, as this proxy counts them', labelNames: ['app', 'machine', 'service', 'type'], registers: [registry],
+      collect() {
+        this.reset()
+        for (const l of proxy.loads().loads) this.set({ app: l.app, machine: l.machine, service: String(l.service), type: l.type }, l.load)
+      },
+    })
+    new Gauge({
+      name: 'edgeproxy_proxy_queue_depth', help: 'Requests waiting for capacity now (every Machine at hard_limit)', registers: [registry],
+      collect() { this.set(proxy.loads().queued) },
+    })
+    const autostart = proxy.autoscale.autostart
+    if (autostart !== undefined) {
+      readCounters(registry, [
+        ['edgeproxy_autostart_starts_total', 'Machines started or resumed for a request', () => autostart.starts],
+        ['edgeproxy_autostart_woke_total', 'Autostarts that ended with the Machine ready', () => autostart.woke],
+        ['edgeproxy_autostart_failures_total', 'Autostarts that failed or timed out', () => autostart.startFailures],
+      ])
+    }
+    const autostop = proxy.autoscale.autostop
+    if (autostop !== undefined) {
+      readCounters(registry, [
+        ['edgeproxy_autostop_stopped_total', 'Machines stopped by autostop', () => autostop.stopped],
+        ['edgeproxy_autostop_suspended_total', 'Machines suspended by autostop', () => autostop.suspended],
+      ])
+    }
     labelledTotals(registry, 'edgeproxy_proxy_route_errors_total', 'Requests that could not be routed, by error code', () => s.routeErrors)
     labelledTotals(registry, 'edgeproxy_proxy_client_errors_total', 'Client requests refused (smuggling, limits, timeouts), by error code', () => s.clientErrors)
   }
@@ -107,7 +143,13 @@ export function metricsRegistry(sources: MetricsSources): { registry: Registry; 
     registry,
     render: async () => {
       gossipSnapshot = undefined
-      return registry.metrics()
+      const text = await registry.metrics()
+      if (proxy === undefined) return text
+      const phases = PHASES.map((p): [string, LatencyHistogram] => [p, proxy.requests.phases[p]])
+      const wake = proxy.autoscale.wakeLatency
+      return text
+        + histogramText('edgeproxy_request_phase_seconds', 'Time per request lifecycle phase on this node: route (incl. queue and autostart), upstream (to the first response byte), response, total', 'phase', phases)
+        + (wake === undefined ? '' : histogramText('edgeproxy_autostart_wake_seconds', 'From asking a Machine to start for a request to the Machine ready', 'kind', [['start', wake]]))
     },
   }
 }

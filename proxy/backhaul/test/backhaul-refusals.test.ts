@@ -131,9 +131,10 @@ test('the worker checks each OPEN against its own catalog and says why it refuse
   // the catalog of an edge says the Machine is on iad-1, but iad-1 knows better
   const misplaced = { ...elsewhere, node: WORKER }
 
-  await expect(f.open(misplaced, m.port)).rejects.toMatchObject({ code: 'EP_MACHINE_NOT_FOUND', message: expect.stringContaining('(it runs on syd-1)') })
+  // refusals that contradict the edge's catalog reach the client as 502s, the worker's code in the message
+  await expect(f.open(misplaced, m.port)).rejects.toMatchObject({ code: 'EP_MACHINE_UNREACHABLE', status: 502, message: expect.stringMatching(/\(it runs on syd-1\).*refused it: EP_MACHINE_NOT_FOUND/) })
   await expect(f.open(stopped, m.port)).rejects.toMatchObject({ code: 'EP_MACHINE_UNREACHABLE', message: expect.stringContaining('is stopped on node iad-1') })
-  await expect(f.open(running, 22)).rejects.toMatchObject({ code: 'EP_NO_SERVICE', message: expect.stringContaining('port 22 is not the internal_port') })
+  await expect(f.open(running, 22)).rejects.toMatchObject({ code: 'EP_MACHINE_UNREACHABLE', status: 502, message: expect.stringMatching(/port 22 is not the internal_port.*refused it: EP_NO_SERVICE/) })
   await expect(f.open(refused, m.port)).rejects.toMatchObject({ code: 'EP_MACHINE_UNREACHABLE', message: expect.stringContaining('nothing listens on') })
   expect(f.listener.stats()).toMatchObject({ opens: 4, refused: 4, streamsOpened: 0 })
   // and a good OPEN on the same connection still works
