@@ -96,6 +96,8 @@ export interface ProxyServer {
   loads(): ReturnType<typeof machineLoads>
   /** The backhaul's worker side counts here the streams it opens to this node's Machines (autostop reads them). */
   readonly forwardedLoad: ForwardedLoad
+  /** The backhaul's edge side: a node it cannot dial leaves routing until it answers again (issue 7). */
+  setNodeReachable(node: string, reachable: boolean): void
 }
 
 const DEFAULT_TIMEOUTS: ProxyTimeouts = { headersMs: 10_000, idleMs: 60_000, handshakeMs: 10_000, drainMs: 10_000 }
@@ -254,6 +256,10 @@ export class DefaultProxyServer implements ProxyServer {
 
   explain(host: string, publicPort = 80, hints?: RoutingHints): RouteExplanation {
     return explainRoute(this.index, this.balancer, this.closeness, host, publicPort, hints)
+  }
+
+  setNodeReachable(node: string, reachable: boolean): void {
+    this.afterChanges(this.index.setReachable(node, reachable))
   }
 
   async whenApplied(seq: number, timeoutMs = 10_000): Promise<void> {

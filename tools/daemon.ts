@@ -162,6 +162,7 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
     if (proxy !== undefined) {
       await proxy.start()
       started.push(proxy)
+      backhaul.attach(proxy)
     }
 
     const logs = worker

@@ -4,6 +4,7 @@ import type { Role } from '../schemas/catalog-records.js'
 import { EdgeProxyError } from '../schemas/errors.js'
 import {
   BackhaulClient, backhaulConnector, backhaulListener, type BackhaulListener, directConnector, type MachineConnector, NodeDirectory,
+  type ProxyServer,
 } from '../proxy/index.js'
 import { caFingerprint, readFleetCa } from './pki/fleet-ca.js'
 import { nodeCredentials } from './pki/node-cert.js'
@@ -40,6 +41,11 @@ export interface NodeBackhaul {
   readonly connector: MachineConnector | undefined
   readonly listener: BackhaulListener | undefined
   readonly client: BackhaulClient | undefined
+  /**
+   * What the proxy and the backhaul tell each other: streams this worker holds to its Machines count as
+   * their load (autostop), and a node the edge cannot dial leaves routing until it answers again.
+   */
+  attach(proxy: Pick<ProxyServer, 'forwardedLoad' | 'setNodeReachable'>): void
   stop(): Promise<void>
 }
 
@@ -59,7 +65,7 @@ export async function startNodeBackhaul(init: NodeBackhaulInit, c: { catalog: Ca
       throw new EdgeProxyError('EP_FLEET_CA_INVALID', `--roles edge reaches Machines only over the backhaul, which needs the fleet CA: pass --fleet DIR with the ca.crt that \`edgeproxy fleet init\` wrote${init.fleet === undefined ? '' : ` (${init.fleet} has none)`}`)
     }
     if (init.fleet !== undefined) c.log.warn({ fleet: init.fleet }, 'no fleet CA (ca.crt) in the fleet folder: the backhaul is off and Machines here are reachable only through this node; run `edgeproxy fleet init --out DIR` to add one')
-    return { announce: undefined, connector: undefined, listener: undefined, client: undefined, stop: async () => undefined }
+    return { announce: undefined, connector: undefined, listener: undefined, client: undefined, attach: () => undefined, stop: async () => undefined }
   }
   const creds = await nodeCredentials({ dataDir: init.dataDir, name: init.name, ca, certFile: init.options.certFile, keyFile: init.options.keyFile, log: c.log })
   const tls = { certPem: creds.certPem, keyPem: creds.keyPem, caPem: creds.caPem }
@@ -81,11 +87,13 @@ export async function startNodeBackhaul(init: NodeBackhaulInit, c: { catalog: Ca
   let directory: NodeDirectory | undefined
   let connector: MachineConnector | undefined
   if (edge) {
+    const dir = new NodeDirectory(c.catalog)
+    dir.start()
+    directory = dir
     client = new BackhaulClient({
       tls, connectTimeoutMs: init.options.connectTimeoutMs, pingIntervalMs: init.options.pingIntervalMs, pingTimeoutMs: init.options.pingTimeoutMs,
+      addressOf: (node) => dir.backhaulOf(node),
     }, log)
-    directory = new NodeDirectory(c.catalog)
-    directory.start()
     connector = backhaulConnector({ self: { node: init.name, region: init.region }, local: directConnector(), client, directory })
   }
   log.info({ ca: caFingerprint(ca.certPem), cert: creds.certPath, certSource: creds.source, listen: listener?.address(), announce }, 'backhaul ready')
@@ -95,6 +103,10 @@ export async function startNodeBackhaul(init: NodeBackhaulInit, c: { catalog: Ca
     connector,
     listener,
     client,
+    attach(proxy) {
+      listener?.countLoadInto(proxy.forwardedLoad)
+      client?.onReachability((node, reachable) => proxy.setNodeReachable(node, reachable))
+    },
     async stop() {
       directory?.stop()
       client?.close()

@@ -17,6 +17,8 @@ export interface BackhaulClientInit {
   idleCloseMs?: number
   /** After a failed dial, opens to that node fail at once for this long, doubling up to 5 s (default 200 ms). */
   retryDelayMs?: number
+  /** A node's current backhaul address (node records), for background redials of unreachable nodes. */
+  addressOf?: (node: string) => string | undefined
 }
 
 export interface BackhaulClientStats {
@@ -30,7 +32,10 @@ export interface BackhaulClientStats {
   fastFailures: number
 }
 
-interface DialFailure { until: number; delayMs: number; err: EdgeProxyError }
+interface DialFailure { until: number; delayMs: number; err: EdgeProxyError; addr: string; probe: NodeJS.Timeout | undefined }
+
+/** Called when a node becomes unreachable (a dial failed) and when it answers again. */
+export type ReachabilityListener = (node: string, reachable: boolean) => void
 
 const MAX_RETRY_DELAY_MS = 5000
 
@@ -46,8 +51,18 @@ export class BackhaulClient {
   private readonly failures = new Map<string, DialFailure>()
   private readonly counters = { dials: 0, dialFailures: 0, opens: 0, openFailures: 0, fastFailures: 0 }
   private closed = false
+  private reachability: ReachabilityListener | undefined
 
   constructor(private readonly init: BackhaulClientInit, private readonly log: Logger) {}
+
+  /**
+   * Tells routing which nodes the backhaul cannot dial (proxy.setNodeReachable): their Machines leave
+   * routing at once, so retries go to another node. While a node is unreachable it is redialled in the
+   * background (the growing delay below), and reported reachable as soon as a dial succeeds.
+   */
+  onReachability(listener: ReachabilityListener): void {
+    this.reachability = listener
+  }
 
   /** A stream to a Machine on `node`, whose backhaul listens at `addr` (host:port); `done` runs once. */
   open(node: string, addr: string, req: BackhaulOpen, done: OpenDone): void {
@@ -78,6 +93,8 @@ export class BackhaulClient {
   /** Closes every connection; streams still open fail. */
   close(): void {
     this.closed = true
+    for (const f of this.failures.values()) clearTimeout(f.probe)
+    this.failures.clear()
     for (const c of [...this.conns.values()]) c.destroy('is no longer used: this node is shutting down')
     this.conns.clear()
   }
@@ -93,6 +110,10 @@ export class BackhaulClient {
       this.counters.fastFailures++
       return failed.err
     }
+    return this.dial(node, addr)
+  }
+
+  private dial(node: string, addr: string): EdgeConnection | EdgeProxyError {
     const target = splitHostPort(addr)
     if (target === undefined) return new EdgeProxyError('EP_BACKHAUL_UNREACHABLE', `node ${node} publishes an invalid backhaul address "${addr}"`)
     this.counters.dials++
@@ -109,8 +130,13 @@ export class BackhaulClient {
       log: this.log,
     }, {
       connected: (c) => {
-        this.failures.delete(node)
+        const failed = this.failures.get(node)
         this.log.debug({ node, addr: c.address }, 'backhaul connected')
+        if (failed === undefined) return
+        clearTimeout(failed.probe)
+        this.failures.delete(node)
+        this.log.info({ node, addr: c.address }, 'backhaul reachable again')
+        this.reachability?.(node, true)
       },
       closed: (c, err) => this.onClosed(c, err),
       session: (_c, session) => { this.sessions.set(node, session) },
@@ -120,14 +146,42 @@ export class BackhaulClient {
   }
 
   private onClosed(conn: EdgeConnection, err: EdgeProxyError | undefined): void {
-    if (this.conns.get(conn.node) === conn) this.conns.delete(conn.node)
+    const node = conn.node
+    if (this.conns.get(node) === conn) this.conns.delete(node)
     if (err === undefined || this.closed) return
-    this.log.warn({ node: conn.node, addr: conn.address, err: err.message }, 'backhaul connection failed')
-    if (conn.connectedOnce) return // it worked and then broke: the next open redials at once
+    const previous = this.failures.get(node)
+    // the first failure is news; the redials of a node that stays away are not
+    if (previous === undefined) this.log.warn({ node, addr: conn.address, err: err.message }, 'backhaul connection failed')
+    else this.log.debug({ node, addr: conn.address, err: err.message }, 'backhaul redial failed')
+    if (conn.connectedOnce) {
+      // it worked and then broke: routing avoids the node until a redial — right now — succeeds
+      if (previous === undefined && this.reachability !== undefined) {
+        this.failures.set(node, { until: 0, delayMs: 0, err, addr: conn.address, probe: undefined })
+        this.reachability(node, false)
+        this.probe(node)
+      }
+      return
+    }
     this.counters.dialFailures++
-    const previous = this.failures.get(conn.node)
-    const delayMs = Math.min(MAX_RETRY_DELAY_MS, previous === undefined ? this.init.retryDelayMs ?? 200 : previous.delayMs * 2)
-    this.failures.set(conn.node, { until: performance.now() + delayMs, delayMs, err })
+    clearTimeout(previous?.probe)
+    const delayMs = Math.min(MAX_RETRY_DELAY_MS, previous === undefined || previous.delayMs === 0 ? this.init.retryDelayMs ?? 200 : previous.delayMs * 2)
+    const probe = this.reachability === undefined ? undefined : setTimeout(() => this.probe(node), delayMs)
+    probe?.unref()
+    this.failures.set(node, { until: performance.now() + delayMs, delayMs, err, addr: conn.address, probe })
+    if (previous === undefined) this.reachability?.(node, false)
+  }
+
+  /** Redials an unreachable node without waiting for traffic (routing sends it none meanwhile). */
+  private probe(node: string): void {
+    const failed = this.failures.get(node)
+    if (failed === undefined || this.closed) return
+    failed.probe = undefined
+    const existing = this.conns.get(node)
+    if (existing !== undefined && existing.usable) return // a dial is under way; its outcome decides
+    // a node that restarted may listen elsewhere now: dial what its record says today
+    const addr = this.init.addressOf === undefined ? failed.addr : this.init.addressOf(node)
+    if (addr === undefined) { this.log.debug({ node }, 'backhaul probe stopped: the node publishes no backhaul address'); return }
+    this.dial(node, addr)
   }
 }
 

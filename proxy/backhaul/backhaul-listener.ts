@@ -32,9 +32,16 @@ export interface BackhaulListenerComponents {
   local?: MachineConnector
 }
 
+/** Where the listener counts the streams it holds open to each local Machine (the proxy's ForwardedLoad). */
+export interface ForwardedLoadSink {
+  add(machineId: string, delta: 1 | -1): void
+}
+
 export interface BackhaulListener {
   start(): Promise<void>
   stop(): Promise<void>
+  /** From now on, streams to local Machines count into `sink` (autostop must not stop a Machine other edges use). */
+  countLoadInto(sink: ForwardedLoadSink): void
   /** host:port actually bound (after start). */
   address(): string
   stats(): BackhaulListenerStats
@@ -56,6 +63,7 @@ class DefaultBackhaulListener implements BackhaulListener {
   private server: Server | undefined
   private sweeper: NodeJS.Timeout | undefined
   private bound = ''
+  private loadSink: ForwardedLoadSink | undefined
 
   constructor(private readonly init: BackhaulListenerInit, private readonly c: BackhaulListenerComponents) {}
 
@@ -66,6 +74,7 @@ class DefaultBackhaulListener implements BackhaulListener {
       local: this.c.local ?? directConnector({ connectTimeoutMs: this.init.connectTimeoutMs }),
       stats: this.counters,
       log: this.c.log,
+      countLoad: (machineId: string, delta: 1 | -1) => this.loadSink?.add(machineId, delta),
     }
     const server = createServer(serverTlsOptions(this.init.tls, this.init.handshakeMs ?? 10_000))
     server.on('secureConnection', (socket: TLSSocket) => this.accept(socket, deps))
@@ -106,6 +115,8 @@ class DefaultBackhaulListener implements BackhaulListener {
   }
 
   address(): string { return this.bound }
+
+  countLoadInto(sink: ForwardedLoadSink): void { this.loadSink = sink }
 
   stats(): BackhaulListenerStats { return { ...this.counters } }
 

@@ -20,6 +20,8 @@ export interface WorkerConnectionDeps {
   local: MachineConnector
   stats: BackhaulListenerStats
   log: Logger
+  /** A stream connected to a local Machine (+1) or ended (-1): load other edges put on it (autostop reads it). */
+  countLoad(machineId: string, delta: 1 | -1): void
 }
 
 /** One stream: an edge's connection to a Machine of this node. */
@@ -41,6 +43,8 @@ interface WorkerStream {
   finReceived: boolean
   edgeReset: boolean
   error: NodeJS.ErrnoException | undefined
+  /** Counted in the Machine's forwarded load (from OPEN_OK until the stream is gone). */
+  counted: boolean
 }
 
 /**
@@ -87,7 +91,7 @@ export class WorkerConnection implements FrameSink {
     if (this.closed) return
     this.closed = true
     this.deps.log.debug({ peer: this.peer, reason, streams: this.streams.size }, 'backhaul connection closed')
-    for (const s of this.streams.values()) { s.edgeReset = true; s.machine?.destroy() }
+    for (const s of this.streams.values()) { s.edgeReset = true; s.machine?.destroy(); this.uncount(s) }
     this.streams.clear()
     this.writer.dropWaiters()
     this.socket.destroy()
@@ -113,6 +117,7 @@ export class WorkerConnection implements FrameSink {
         s.edgeReset = true
         this.streams.delete(id)
         s.machine?.destroy()
+        this.uncount(s)
         this.afterStreamEnded()
         return
       }
@@ -176,6 +181,7 @@ export class WorkerConnection implements FrameSink {
     const s: WorkerStream = {
       id, open, machine: undefined, sendWindow: WINDOW, recvWindow: WINDOW, unacked: 0, writeBlocked: false, parked: undefined,
       waitingDrain: false, machineEnded: false, machineClosed: false, finSent: false, finReceived: false, edgeReset: false, error: undefined,
+      counted: false,
     }
     this.streams.set(id, s)
     const facts: ConnectFacts | undefined = open.client === undefined ? undefined : {
@@ -199,6 +205,8 @@ export class WorkerConnection implements FrameSink {
     s.machine = socket
     socket.setNoDelay(true)
     this.deps.stats.streamsOpened++
+    s.counted = true
+    this.deps.countLoad(s.open.machine, 1)
     this.writer.write(controlFrame(F_OPEN_OK, s.id))
     socket.on('data', (chunk: Buffer) => this.toEdge(s, chunk))
     socket.on('drain', () => { s.writeBlocked = false; this.grant(s) })
@@ -243,6 +251,7 @@ export class WorkerConnection implements FrameSink {
     }
     if (!s.machineClosed) return
     this.streams.delete(s.id)
+    this.uncount(s)
     if (s.error !== undefined) {
       const refusal: BackhaulRefusal = { code: 'EP_MACHINE_RESET', message: `Machine ${s.open.machine} reset the connection (${s.error.code ?? s.error.message})` }
       if (s.error.code !== undefined && /^E[A-Z0-9]{1,31}$/.test(s.error.code)) refusal.errno = s.error.code
@@ -251,6 +260,12 @@ export class WorkerConnection implements FrameSink {
       this.writer.write(controlFrame(F_RST, s.id)) // the Machine closed its socket: no more bytes either way
     }
     this.afterStreamEnded()
+  }
+
+  private uncount(s: WorkerStream): void {
+    if (!s.counted) return
+    s.counted = false
+    this.deps.countLoad(s.open.machine, -1)
   }
 
   private grant(s: WorkerStream): void {

@@ -21,6 +21,8 @@ export interface NodeState {
   region: string
   down: boolean
   left: boolean
+  /** This edge's backhaul could not reach it (issue 7): out of routing before gossip times it out. Optional: not from the catalog. */
+  unreachable?: boolean
 }
 
 export interface RoutingIndexInit {
@@ -122,7 +124,21 @@ export class RoutingIndex {
 
   isNodeDown(node: string): boolean {
     const n = this.nodes.get(node)
-    return n !== undefined && (n.down || n.left)
+    return n !== undefined && (n.down || n.left || n.unreachable === true)
+  }
+
+  /**
+   * The backhaul's own view of a node (issue 7): a node it cannot dial leaves routing at once, so a retry
+   * goes to another node rather than to a sibling Machine on the dead one; it returns when it answers again.
+   */
+  setReachable(node: string, reachable: boolean): IndexChanges {
+    const n = this.nodes.get(node)
+    if (n !== undefined && (n.unreachable === true) !== !reachable) {
+      n.unreachable = !reachable
+      this.version++
+      this.nodesChanged()
+    }
+    return this.takeChanges()
   }
 
   regionOfNode(node: string, fallback: string): string {

@@ -94,3 +94,42 @@ test('a worker that stops drains: open streams finish, new opens are refused', a
   await rest
   await stopping
 })
+
+test('a node that cannot be dialled is reported unreachable, redialled in the background, and reported back', async () => {
+  const { f: fx, relay: r, m, machine } = await relayedFixture({ client: { retryDelayMs: 50 } })
+  const events: Array<[string, boolean]> = []
+  fx.client.onReachability((node, reachable) => events.push([node, reachable]))
+
+  const a = await fx.open(machine, m.port)
+  a.on('error', () => { /* the cut below fails it */ })
+  r.set({ mode: 'refuse' })
+  r.cut() // a connection that worked breaks: unreachable at once, and a redial (refused) starts right away
+  await waitFor(() => events.length === 1, { what: 'the node reported unreachable' })
+  expect(events).toEqual([['iad-1', false]])
+  await waitFor(() => fx.client.stats().dialFailures >= 2, { what: 'background redials while nothing is routed there' })
+  expect(fx.client.stats().opens).toBe(1)
+
+  r.reset()
+  await waitFor(() => events.length === 2, { timeoutMs: 8000, what: 'the node reported reachable again, with no traffic asking' })
+  expect(events).toEqual([['iad-1', false], ['iad-1', true]])
+  const b = await fx.open(machine, m.port)
+  const echoed = readAll(b)
+  b.end('back')
+  expect((await echoed).toString()).toBe('back')
+})
+
+test('streams a worker holds to a Machine count as that Machine\'s load while they are open', async () => {
+  const { f: fx, m, machine } = await relayedFixture()
+  const load = new Map<string, number>()
+  fx.listener.countLoadInto({ add: (id, delta) => load.set(id, (load.get(id) ?? 0) + delta) })
+  const a = await fx.open(machine, m.port)
+  const b = await fx.open(machine, m.port)
+  await waitFor(() => load.get(machine.id) === 2, { what: 'two streams counted' })
+  const ended = readAll(a)
+  a.end()
+  m.connections[0].socket.end()
+  await ended
+  await waitFor(() => load.get(machine.id) === 1, { what: 'a finished stream uncounted' })
+  b.destroy()
+  await waitFor(() => load.get(machine.id) === 0, { what: 'a reset stream uncounted' })
+})
