@@ -14,6 +14,7 @@ import { routeForHost } from '../routing/resolve-route.js'
 import type { RouteWaiter } from '../routing/router.js'
 import type { Candidate, PortRoute } from '../routing/service-route.js'
 import { countError } from '../stats.js'
+import { readRoutingHint } from '../routing/routing-hints.js'
 import { forwardHeaderPairs } from './forward-headers.js'
 import { type H2UpstreamRequest, type H2UpstreamResponse, sendUpstream } from './h2-upstream.js'
 import { hostOnly } from './request-head.js'
@@ -374,18 +375,15 @@ class H2Exchange implements RouteWaiter {
   }
 }
 
+const HINT_HEADERS = ['fly-prefer-region', 'fly-force-region', 'fly-prefer-instance-id', 'fly-force-instance-id'] as const
+
 function hintsOf(h: IncomingHttpHeaders): RoutingHints | undefined {
-  const list = (v: unknown): string[] | undefined => typeof v === 'string' && v.trim() !== '' ? v.split(',').map((s) => s.trim()).filter((s) => s !== '') : undefined
-  const one = (v: unknown): string | undefined => typeof v === 'string' && v.trim() !== '' ? v.trim().toLowerCase() : undefined
-  const hints: RoutingHints = {
-    preferRegions: list(h['fly-prefer-region']),
-    forceRegions: list(h['fly-force-region']),
-    preferInstance: one(h['fly-prefer-instance-id']),
-    forceInstance: one(h['fly-force-instance-id']),
+  let hints: RoutingHints | undefined
+  for (const name of HINT_HEADERS) {
+    const v = h[name]
+    if (typeof v === 'string') hints = readRoutingHint(name, v, hints)
   }
-  return hints.preferRegions === undefined && hints.forceRegions === undefined && hints.preferInstance === undefined && hints.forceInstance === undefined
-    ? undefined
-    : hints
+  return hints
 }
 
 /** The JSON form's directive (up to MAX_DIRECTIVE_BYTES); a header-form body is only drained. */

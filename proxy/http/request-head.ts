@@ -1,5 +1,6 @@
 import { EdgeProxyError } from '../../schemas/errors.js'
 import type { RoutingHints } from '../routing/balancer.js'
+import { readRoutingHint } from '../routing/routing-hints.js'
 import type { HttpLimits } from './limits.js'
 import { equalsLower, isToken } from './token-table.js'
 
@@ -192,7 +193,7 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limits
     // client copies of Fly-* headers are never trusted (FLY-SPEC §7); the routing ones are read first
     if (n > 4 && (c0 | 0x20) === 0x66 && equalsLower(head, i, 'fly-')) {
       drop = true
-      hints = readHint(head.slice(i, colon).toLowerCase(), head.slice(colon + 1, e).trim(), hints)
+      hints = readRoutingHint(head.slice(i, colon).toLowerCase(), head.slice(colon + 1, e), hints)
     }
     if (drop) {
       if (i > runStart) out += head.slice(runStart, i)
@@ -287,17 +288,3 @@ function dropNamed(lines: string, names: string[]): string {
     .join('')
 }
 
-function splitList(value: string): string[] {
-  return value.split(',').map((s) => s.trim()).filter((s) => s !== '')
-}
-
-function readHint(name: string, value: string, hints: RoutingHints | undefined): RoutingHints | undefined {
-  if (value === '') return hints
-  switch (name) {
-    case 'fly-prefer-region': return { ...hints, preferRegions: splitList(value) }
-    case 'fly-force-region': return { ...hints, forceRegions: splitList(value) }
-    case 'fly-prefer-instance-id': return { ...hints, preferInstance: value.toLowerCase() }
-    case 'fly-force-instance-id': return { ...hints, forceInstance: value.toLowerCase() }
-    default: return hints
-  }
-}
