@@ -1,4 +1,5 @@
 import { EdgeProxyError } from '../schemas/errors.js'
+import { intToIpv4, ipv4ToInt, parseCidr } from '../schemas/ipv4.js'
 
 /** Default loopback range for Machine addresses: one IP per Machine, like a Fly VM's private address. */
 export const DEFAULT_MACHINE_RANGE = '127.66.0.0/16'
@@ -10,37 +11,19 @@ export interface Ipv4Range {
   readonly cidr: string
 }
 
-const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/
-
-export function ipv4ToInt(ip: string): number | undefined {
-  const m = IPV4.exec(ip)
-  if (m === null) return undefined
-  const octets = m.slice(1).map(Number)
-  if (octets.some((o) => o > 255)) return undefined
-  return ((octets[0] << 24) >>> 0) + (octets[1] << 16) + (octets[2] << 8) + octets[3]
-}
-
-export function intToIpv4(n: number): string {
-  return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`
-}
-
 /**
  * Parses `127.66.0.0/16`. Only 127.0.0.0/8 may receive traffic on a node (DEVELOPERS.md), and every
  * address in it routes to the loopback interface on Linux, so a Machine can bind its own IP without setup.
  */
 export function parseMachineRange(cidr: string): Ipv4Range {
-  const [ip, bitsText, extra] = cidr.split('/')
-  const start = ipv4ToInt(ip ?? '')
-  const bits = Number(bitsText)
-  if (extra !== undefined || start === undefined || !Number.isInteger(bits) || bits < 8 || bits > 30) {
+  const range = parseCidr(cidr)
+  if (range === undefined) {
     throw new EdgeProxyError('EP_INVALID_CONFIG', `machine address range "${cidr}" must be an IPv4 CIDR such as "127.66.0.0/16" (prefix 8–30)`, { path: 'machineRange' })
   }
-  const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0
-  const base = (start & mask) >>> 0
-  if (base >>> 24 !== 127) {
+  if (Math.floor(range.network / 16777216) !== 127) {
     throw new EdgeProxyError('EP_INVALID_CONFIG', `machine address range "${cidr}" must lie inside 127.0.0.0/8 (loopback)`, { path: 'machineRange' })
   }
-  return { base, size: 2 ** (32 - bits), cidr: `${intToIpv4(base)}/${bits}` }
+  return { base: range.network, size: range.span, cidr: range.cidr }
 }
 
 /**
@@ -107,3 +90,4 @@ export class AddressPool {
     return intToIpv4(n)
   }
 }
+

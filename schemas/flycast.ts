@@ -1,4 +1,5 @@
 import { EdgeProxyError } from './errors.js'
+import { intToIpv4, ipv4ToInt, parseCidr } from './ipv4.js'
 
 /**
  * Flycast addresses (FLY-SPEC §9): one private IPv4 per app, named `<app>.flycast`, allocated from a
@@ -21,35 +22,13 @@ export interface FlycastRange {
   readonly size: number
 }
 
-const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/
-
-export function ipv4ToInt(addr: string): number | undefined {
-  const m = IPV4.exec(addr)
-  if (m === null) return undefined
-  let n = 0
-  for (let i = 1; i <= 4; i++) {
-    const octet = Number(m[i])
-    if (octet > 255) return undefined
-    n = n * 256 + octet
-  }
-  return n
-}
-
-export function intToIpv4(n: number): string {
-  return `${Math.floor(n / 16777216) % 256}.${Math.floor(n / 65536) % 256}.${Math.floor(n / 256) % 256}.${n % 256}`
-}
-
 /** `127.77.0.0/16` → the range; the prefix must leave at least two usable addresses (≤ /30). */
 export function parseFlycastRange(cidr: string): FlycastRange {
-  const [addr, bits, extra] = cidr.trim().split('/')
-  const prefix = Number(bits)
-  const base = ipv4ToInt(addr ?? '')
-  if (base === undefined || extra !== undefined || !Number.isInteger(prefix) || prefix < 8 || prefix > 30) {
+  const range = parseCidr(cidr)
+  if (range === undefined) {
     throw new EdgeProxyError('EP_INVALID_REQUEST', `--flycast-range: expected an IPv4 CIDR between /8 and /30 such as ${DEFAULT_FLYCAST_RANGE}, got "${cidr}"`)
   }
-  const span = 2 ** (32 - prefix)
-  const network = base - (base % span)
-  return { cidr: `${intToIpv4(network)}/${prefix}`, first: network + 1, size: span - 2 }
+  return { cidr: range.cidr, first: range.network + 1, size: range.span - 2 }
 }
 
 export function inFlycastRange(range: FlycastRange, addr: string): boolean {
@@ -95,3 +74,4 @@ export function flycastOwners(apps: Iterable<{ readonly name: string; readonly f
   }
   return owners
 }
+
