@@ -24,10 +24,10 @@ const SUITES: Record<string, Suite> = {
   backhaul: { script: 'backhaul' },
 }
 
-/** Scripts run from source with tsx (as their own child processes do), in the package root. */
+/** Scripts run built (`npm run bench` builds first), as deployed code runs, in the package root. */
 function runScript(name: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join('bench', `${name}.ts`)], { cwd: packageRoot(), stdio: ['ignore', 'pipe', 'inherit'] })
+    const child = spawn(process.execPath, [join('dist', 'bench', `${name}.js`)], { cwd: packageRoot(), stdio: ['ignore', 'pipe', 'inherit'] })
     let out = ''
     child.stdout.on('data', (d: Buffer) => { out += d.toString() })
     child.once('error', reject)
