@@ -32,7 +32,7 @@ export type FromChild =
   | { type: 'wrote'; app: string; t: number }
   | { type: 'seen'; app: string; t: number }
   | { type: 'digest'; id: number; hash: string }
-  | { type: 'stats'; id: number; rss: number; heapUsed: number; cpuMs: number; peers: number; meshPeers: number; nodesUp: number }
+  | { type: 'stats'; id: number; rss: number; heapUsed: number; cpuMs: number; peers: number; meshPeers: number; nodesUp: number; gossip: Record<string, unknown> }
 
 const cfg = JSON.parse(process.argv[2] ?? '{}') as GossipChildConfig
 const send = (m: FromChild): void => { process.send?.(m) }
@@ -74,7 +74,7 @@ async function handle(m: ToChild): Promise<void> {
       const s = gossip.stats()
       const cpu = process.cpuUsage()
       const mem = process.memoryUsage()
-      send({ type: 'stats', id: m.id, rss: mem.rss, heapUsed: mem.heapUsed, cpuMs: (cpu.user + cpu.system) / 1000, peers: s.peers, meshPeers: s.meshPeers, nodesUp: s.nodesUp })
+      send({ type: 'stats', id: m.id, rss: mem.rss, heapUsed: mem.heapUsed, cpuMs: (cpu.user + cpu.system) / 1000, peers: s.peers, meshPeers: s.meshPeers, nodesUp: s.nodesUp, gossip: { ...s } })
       break
     }
     case 'stop':

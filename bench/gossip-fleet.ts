@@ -53,7 +53,7 @@ export class BenchNode {
 
 function childEntry(): { file: string; execArgv: string[] } {
   const js = join(import.meta.dirname, 'gossip-child.js')
-  if (existsSync(js)) return { file: js, execArgv: [] }
+  if (existsSync(js)) return { file: js, execArgv: process.env.BENCH_GOSSIP_PROF === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_GOSSIP_PROF}`] }
   return { file: join(import.meta.dirname, 'gossip-child.ts'), execArgv: ['--import', 'tsx'] } // run from source
 }
 

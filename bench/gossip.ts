@@ -64,6 +64,9 @@ async function propagationPhase(dir: string, fleetKeyPath: string): Promise<Prop
     const deadline = performance.now() + 30_000
     while (performance.now() < deadline && [...Array(CHANGES).keys()].some((i) => (seen.get(`b-${i}`)?.length ?? 0) < nodes.length)) await sleep(50)
     const cpu1 = await Promise.all(nodes.map((n) => n.stats()))
+    if (process.env.BENCH_GOSSIP_DIAG === '1') {
+      for (const s of cpu1) process.stderr.write(`  node: ${JSON.stringify(s.gossip)}\n`)
+    }
     const latencies: number[] = []
     let missing = 0
     for (let i = 0; i < CHANGES; i++) {
