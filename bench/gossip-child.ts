@@ -47,6 +47,9 @@ const gossip = gossipNode({
   dataDir: cfg.dataDir,
   self: { region: 'ams', roles: ['edge', 'worker'], version: 'bench' },
   ipColocationFactorWeight: 0, // every node shares the loopback IP range
+  ...(process.env.BENCH_GOSSIP_FANOUT === undefined ? {} : { syncFanout: Number(process.env.BENCH_GOSSIP_FANOUT) }),
+  // BENCH_GOSSIP_MESH=D compares gossipsub mesh degrees (the transport cost per forwarded message scales with D)
+  ...(process.env.BENCH_GOSSIP_MESH === undefined ? {} : { tuning: { meshDegree: Number(process.env.BENCH_GOSSIP_MESH) } }),
   ...(cfg.announce === undefined ? {} : { announce: [cfg.announce], dialFrom: cfg.ip }),
 })({ catalog, log })
 await gossip.start()

@@ -1,6 +1,6 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
+import { connect, createServer } from 'node:net'
 import { join } from 'node:path'
 
 /**
@@ -35,6 +35,14 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
       s.close(() => resolve(port))
     })
   })
+}
+
+/**
+ * argv to run bench/NAME as a child: the built file when this code runs built (`npm run bench`), through
+ * tsx when it runs from source (`npx tsx bench/….ts`), so a run never mixes built and stale code.
+ */
+export function benchEntry(name: string): string[] {
+  return import.meta.url.endsWith('.js') ? [join(import.meta.dirname, `${name}.js`)] : ['--import', 'tsx', join(import.meta.dirname, `${name}.ts`)]
 }
 
 export interface Proc {
@@ -190,7 +198,8 @@ export interface BenchTarget {
 
 export interface ComparisonOptions {
   targets: BenchTarget[]
-  /** The first target is the baseline (nginx). */
+  /** The first `baselines` targets (default 1) are baselines (nginx, HAProxy): every row gets a ratio to each. */
+  baselines?: number
   rounds: number
   seconds: number
   warmup: number
@@ -219,7 +228,7 @@ export function runComparison(o: ComparisonOptions): string {
     }
   }
   const value = (x: WrkResult): number => (o.metric === 'rps' ? x.rps : x.mbPerSec)
-  const base = median(results.get(o.targets[0].name)!.map(value))
+  const bases = o.targets.slice(0, o.baselines ?? 1).map((b) => ({ name: b.name, v: median(results.get(b.name)!.map(value)) }))
   const rows = o.targets.map((t) => {
     const list = results.get(t.name)!
     const v = median(list.map(value))
@@ -227,7 +236,7 @@ export function runComparison(o: ComparisonOptions): string {
       t.name,
       median(list.map((x) => x.rps)).toFixed(0),
       median(list.map((x) => x.mbPerSec)).toFixed(1),
-      (v / base).toFixed(2),
+      ...bases.map((b) => (v / b.v).toFixed(2)),
       median(list.map((x) => x.p50ms)).toFixed(2),
       median(list.map((x) => x.p99ms)).toFixed(2),
       o.metric === 'rps' ? median(list.map((x) => x.cpuPerReq)).toFixed(1) : median(list.map((x) => x.cpuPerMiB)).toFixed(0),
@@ -235,12 +244,76 @@ export function runComparison(o: ComparisonOptions): string {
     ]
   })
   const cpuHeader = o.metric === 'rps' ? 'proxy CPU µs/req' : 'proxy CPU µs/MiB'
-  return `\n${o.title}\n\n${markdownTable(['proxy', 'req/s', 'MB/s', `÷ ${o.targets[0].name}`, 'p50 ms', 'p99 ms', cpuHeader, 'errors'], rows)}\n`
+  const ratioHeaders = bases.map((b) => `${o.metric === 'rps' ? 'req/s' : 'MB/s'} ÷ ${b.name}`)
+  return `\n${o.title}\n\n${markdownTable(['proxy', 'req/s', 'MB/s', ...ratioHeaders, 'p50 ms', 'p99 ms', cpuHeader, 'errors'], rows)}\n`
+}
+
+/** Resolves once host:port accepts a TCP connection (servers that print nothing when ready). */
+export async function waitForPort(port: number, host = '127.0.0.1', timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect({ host, port })
+      const timer = setTimeout(() => { s.destroy(); resolve(false) }, 1000)
+      s.once('connect', () => { clearTimeout(timer); s.destroy(); resolve(true) })
+      s.once('error', () => { clearTimeout(timer); resolve(false) })
+    })
+    if (ok) return
+    if (Date.now() > deadline) throw new Error(`nothing accepted connections on ${host}:${port} within ${timeoutMs} ms`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+/**
+ * HAProxy as the second baseline: one process, one thread (`nbthread 1`, as nginx has one worker), pinned
+ * to the server core, in the foreground (`-db`), with `sections` (frontends and backends) after a common
+ * global/defaults block. Resolves once `port` accepts connections.
+ */
+export async function startHaproxy(dir: string, port: number, sections: string): Promise<Proc> {
+  mkdirSync(dir, { recursive: true })
+  const conf = `global
+  nbthread 1
+  maxconn 8192
+  pidfile ${dir}/haproxy.pid
+  tune.ssl.default-dh-param 2048
+defaults
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  maxconn 8192
+${sections}
+`
+  writeFileSync(join(dir, 'haproxy.cfg'), conf)
+  const proc = await startPinned(SERVER_CORE, 'haproxy', ['-db', '-f', join(dir, 'haproxy.cfg')])
+  try {
+    await waitForPort(port)
+  } catch (err) {
+    await proc.stop()
+    throw err
+  }
+  return proc
+}
+
+/** HAProxy sections for an HTTP reverse proxy with server-side keep-alive and nginx's three forwarding headers. */
+export function haproxyHttpSections(bind: string, backend: string, proto: 'http' | 'https'): string {
+  return `frontend fe
+  mode http
+  bind ${bind}
+  option http-keep-alive
+  option forwardfor
+  http-request set-header X-Forwarded-Proto ${proto}
+  http-request set-header X-Forwarded-Port %[dst_port]
+  default_backend be
+backend be
+  mode http
+  http-reuse always
+  server s1 ${backend} maxconn 1000
+`
 }
 
 /** Starts the edgeproxy side (bench/proxy-edge-main.ts) pinned to the server core; returns bound ports. */
 export async function startEdge(toml: string, machines: string[], ports: Record<number, number>): Promise<Proc & { bound: Record<string, number> }> {
-  const edge = await startPinned(SERVER_CORE, process.execPath, ['--import', 'tsx', 'bench/proxy-edge-main.ts'], {
+  const edge = await startPinned(SERVER_CORE, process.execPath, benchEntry('proxy-edge-main'), {
     readyText: 'ready',
     env: { BENCH_TOML: toml, BENCH_MACHINES: machines.join(','), BENCH_PORTS: JSON.stringify(ports) },
   })
@@ -248,6 +321,6 @@ export async function startEdge(toml: string, machines: string[], ports: Record<
 }
 
 export async function startBackend(env: Record<string, string>): Promise<Proc & { port: number }> {
-  const backend = await startPinned(SERVER_CORE, process.execPath, ['--import', 'tsx', 'bench/proxy-backend-main.ts'], { readyText: 'ready', env })
+  const backend = await startPinned(SERVER_CORE, process.execPath, benchEntry('proxy-backend-main'), { readyText: 'ready', env })
   return { ...backend, port: Number(backend.readyLine.slice(6)) }
 }

@@ -27,7 +27,7 @@ export interface ChangeOp {
   docId: DocId
   /** Create the document (from its deterministic root) when this node does not hold it. */
   create: boolean
-  /** Set for changes from a peer: they may be poison, which quarantines the document. */
+  /** Set for changes from a peer: they may be poison, which is refused (the document stays as it was). */
   fromPeer?: string
   run(doc: A.Doc<unknown>, state: DocState): A.Doc<unknown>
 }
@@ -230,10 +230,11 @@ export class WritePipeline {
         throw err
       }
       try { A.free(work) } catch { /* already consumed by the failed change */ }
-      const reason = `change from ${op.fromPeer} cannot be applied: ${(err as Error).message}`
-      this.log.warn({ err, docId: op.docId, peer: op.fromPeer }, 'poison change; quarantining the document')
-      void this.submit({ type: 'quarantine', docId: op.docId, reason }).catch((qerr: unknown) => this.log.error({ err: qerr, docId: op.docId }, 'quarantine failed'))
-      throw new EdgeProxyError('EP_DOC_QUARANTINED', reason, { cause: err })
+      // Poison: the change only ever touched the copy, so the document is still good and keeps being served.
+      // Quarantining it instead would let one bad message from one peer take an app off this node for good
+      // (issue 11: poison is dropped and counted, every node keeps routing).
+      this.log.warn({ err, docId: op.docId, peer: op.fromPeer }, 'poison change refused; the document is unchanged')
+      throw new EdgeProxyError('EP_GOSSIP_MESSAGE_INVALID', `change from ${op.fromPeer} to ${op.docId} refused: ${(err as Error).message}`, { cause: err })
     }
 
     const bodies = state.kind.diff(state.view, view, touched)

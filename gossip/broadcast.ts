@@ -175,7 +175,8 @@ export class Broadcast {
   }
 
   private applyFailed(docId: DocId, source: PeerId, err: unknown): TopicValidatorResult {
-    if (this.d.replica.isQuarantined(docId) || EdgeProxyError.is(err, 'EP_DOC_QUARANTINED')) return this.poison(docId, source, err)
+    if (EdgeProxyError.is(err, 'EP_GOSSIP_MESSAGE_INVALID')) return this.poison(docId, source, err)
+    if (this.d.replica.isQuarantined(docId) || EdgeProxyError.is(err, 'EP_DOC_QUARANTINED')) return this.drop('quarantined', TopicValidatorResult.Ignore)
     if (isInvalidChanges(err)) {
       this.d.log.debug({ err, docId, peer: source.toString() }, 'changes message carried invalid Automerge bytes')
       return this.drop('invalid-changes', TopicValidatorResult.Reject)
@@ -185,7 +186,7 @@ export class Broadcast {
   }
 
   private poison(docId: DocId, source: PeerId, err: unknown): TopicValidatorResult {
-    this.d.log.warn({ err, docId, peer: source.toString() }, 'changes from a peer quarantined a document; not forwarded')
+    this.d.log.warn({ err, docId, peer: source.toString() }, 'poison changes from a peer refused; not forwarded')
     return this.drop('poison', TopicValidatorResult.Reject)
   }
 
@@ -197,5 +198,5 @@ export class Broadcast {
 
 /** The catalog's verdict that the bytes are not Automerge changes (the sender's fault, not ours). */
 function isInvalidChanges(err: unknown): boolean {
-  return EdgeProxyError.is(err, 'EP_GOSSIP_MESSAGE_INVALID') || EdgeProxyError.is(err, 'EP_INVALID_REQUEST')
+  return EdgeProxyError.is(err, 'EP_INVALID_REQUEST')
 }

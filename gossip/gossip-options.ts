@@ -31,7 +31,7 @@ export interface GossipNodeInit {
   pingIntervalMs?: number
   /** Learned nodes are dialled while fewer peers than this are connected (default 32). */
   maxPeers?: number
-  /** Longest wait between two dials of an unreachable peer (default 1 s): bounds how fast a healed partition reconnects. */
+  /** Longest wait between two dials of an unreachable peer (default 500 ms): bounds how fast a healed partition reconnects. */
   redialMaxMs?: number
   /** Local address for outgoing connections (multi-homed hosts; a distinct 127.x per node in tests). */
   dialFrom?: string
@@ -59,6 +59,12 @@ export interface GossipTuning {
   syncDocsPerRound: number
   pingTimeoutMs: number
   dialTimeoutMs: number
+  /**
+   * gossipsub mesh degree. Every message a node forwards costs one Noise-encrypted Yamux frame per mesh
+   * peer, and that transport work dominates an idle fleet's CPU (docs/benchmarks.md); anti-entropy repairs
+   * what a thinner mesh misses.
+   */
+  meshDegree: number
 }
 
 export const DEFAULT_TUNING: GossipTuning = {
@@ -75,6 +81,7 @@ export const DEFAULT_TUNING: GossipTuning = {
   syncDocsPerRound: 64,
   pingTimeoutMs: 2_000,
   dialTimeoutMs: 5_000,
+  meshDegree: 6,
 }
 
 export interface PartOptions {
@@ -102,6 +109,7 @@ export function partOptions(init: GossipNodeInit): PartOptions {
       maxConnections: Math.max(64, maxPeers * 2),
       dialTimeoutMs: t.dialTimeoutMs,
       maxRpcBytes: Math.max(4 * 1024 * 1024, t.maxChangesMessageBytes * 4),
+      mesh: { D: t.meshDegree, Dlo: Math.max(1, t.meshDegree - 1), Dhi: t.meshDegree * 2, Dlazy: t.meshDegree },
       version: init.self.version,
     },
     antiEntropy: {
@@ -121,7 +129,7 @@ export function partOptions(init: GossipNodeInit): PartOptions {
       perPeerPerSecond: t.changesPerPeerPerSecond,
       perPeerBurst: t.changesPerPeerBurst,
     },
-    dialer: { tickMs: 250, minBackoffMs: 250, maxBackoffMs: init.redialMaxMs ?? 1_000, maxPeers, dialTimeoutMs: t.dialTimeoutMs },
+    dialer: { tickMs: 250, minBackoffMs: 250, maxBackoffMs: init.redialMaxMs ?? 500, maxPeers, dialTimeoutMs: t.dialTimeoutMs },
     membership: {
       heartbeatMs: init.heartbeatMs ?? 2_000,
       downAfterMs: init.downAfterMs ?? 10_000,

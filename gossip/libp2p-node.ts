@@ -48,6 +48,8 @@ export interface Libp2pNodeInit {
   dialTimeoutMs: number
   /** Bytes of one gossipsub RPC (several messages plus control). */
   maxRpcBytes: number
+  /** gossipsub mesh degree (D, Dlo, Dhi) and lazy gossip degree (Dlazy). */
+  mesh?: { D: number; Dlo: number; Dhi: number; Dlazy: number }
   handshakes: HandshakeWatch
   version: string
 }
@@ -105,6 +107,7 @@ export async function createGossipLibp2p(init: Libp2pNodeInit): Promise<GossipLi
         allowPublishToZeroTopicPeers: true,
         ignoreDuplicatePublishError: true,
         maxInboundDataLength: init.maxRpcBytes,
+        ...(init.mesh === undefined ? {} : { D: init.mesh.D, Dlo: init.mesh.Dlo, Dhi: init.mesh.Dhi, Dlazy: init.mesh.Dlazy }),
         scoreParams: {
           IPColocationFactorWeight: init.ipColocationFactorWeight,
           topics: Object.fromEntries(init.topics.map((t) => [t, TOPIC_SCORE as TopicScoreParams])),

@@ -211,6 +211,12 @@ export class Membership {
     const now = performance.now()
     for (const [name, t] of this.tracked) {
       if (t.state === 'up' && now - t.heardAt > this.o.downAfterMs) {
+        if (this.d.catalog.getNode(name) === undefined) {
+          // only heard of, never recorded in the catalog: a heartbeat with a made-up name (a flood of them
+          // must not grow memory and the event log for ever); a real node's record arrives long before this
+          this.tracked.delete(name)
+          continue
+        }
         t.state = 'down'
         const lastSeen = t.lastHeartbeatAt ?? this.d.catalog.getNode(name)?.lastSeen ?? 0
         this.d.log.info({ node: name, silentMs: Math.round(now - t.heardAt) }, 'node is down: no heartbeat')

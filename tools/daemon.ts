@@ -37,6 +37,8 @@ export interface DaemonOptions {
   flycastPortMap?: Readonly<Record<number, number>>
   /** Bytes of a request body kept so fly-replay can resend it (default 10 MiB). */
   replayBodyLimit?: number
+  /** Largest request body the proxy forwards (default 1 GiB); beyond it: 413. */
+  requestBodyLimit?: number
   /** Share of requests written to the request log (default 0.01); responses ≥ 500 are always logged. */
   requestLogSample?: number
   /** The mTLS backhaul (issue 7): on when the fleet folder holds the fleet CA. */
@@ -152,7 +154,10 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
     proxy = edge
       ? proxyServer({
         region: options.region, publicAddr: options.publicAddr, portMap: options.portMap, domain: options.domain, autoscale: options.autoscale,
-        flycastPortMap: options.flycastPortMap, requestLogSample: options.requestLogSample, limits: options.replayBodyLimit === undefined ? undefined : { maxReplayBodyBytes: options.replayBodyLimit },
+        flycastPortMap: options.flycastPortMap, requestLogSample: options.requestLogSample, limits: {
+          ...(options.replayBodyLimit === undefined ? {} : { maxReplayBodyBytes: options.replayBodyLimit }),
+          ...(options.requestBodyLimit === undefined ? {} : { maxRequestBodyBytes: options.requestBodyLimit }),
+        },
       })({
         catalog, log: log.child({ component: 'proxy' }), closeness: gossip.closeness, connector: backhaul.connector,
         // autostart asks any Machine's host through the catalog; autostop acts only on Machines this worker hosts

@@ -16,6 +16,7 @@ const TRAILER_LINE = 7
 const TRAILER_LF = 8
 const END_LF = 9
 const DONE = 10
+const TRAILER_NAME = 11
 
 const CR = 13
 const LF = 10
@@ -36,6 +37,8 @@ export class ChunkedScanner {
   private remaining = 0
   /** Bytes of the current trailer / extension line, bounded like a header block. */
   private lineBytes = 0
+  /** Payload bytes the size lines announced so far (a limit can act on a chunk before its data arrives). */
+  payloadBytes = 0
 
   reset(): void {
     this.state = SIZE
@@ -43,6 +46,7 @@ export class ChunkedScanner {
     this.digits = 0
     this.remaining = 0
     this.lineBytes = 0
+    this.payloadBytes = 0
   }
 
   get done(): boolean { return this.state === DONE }
@@ -84,7 +88,7 @@ export class ChunkedScanner {
         }
         case SIZE_EXT:
           if (b === CR) state = SIZE_LF
-          else if (b === LF || ++this.lineBytes > 4096) return this.fail()
+          else if (isControl(b) || ++this.lineBytes > 4096) return this.fail()
           break
         case SIZE_LF:
           if (b !== LF) return this.fail()
@@ -93,6 +97,7 @@ export class ChunkedScanner {
           } else {
             state = DATA
             this.remaining = this.size
+            this.payloadBytes += this.size
           }
           this.size = 0
           this.digits = 0
@@ -107,12 +112,18 @@ export class ChunkedScanner {
           break
         case TRAILER_START:
           if (b === CR) state = END_LF
-          else if (b === LF || b === 0x20 || b === 0x09) return this.fail()
-          else { state = TRAILER_LINE; this.lineBytes = 1 }
+          else if (!isTokenChar(b)) return this.fail()
+          else { state = TRAILER_NAME; this.lineBytes = 1 }
+          break
+        case TRAILER_NAME:
+          // a trailer is a field: a token, then a colon. A line that is not (a request line, say) must not
+          // pass as one, or a parser that ends the message there sees a request where we saw a trailer
+          if (b === 0x3a /* : */) state = TRAILER_LINE
+          else if (!isTokenChar(b) || ++this.lineBytes > 65536) return this.fail()
           break
         case TRAILER_LINE:
           if (b === CR) state = TRAILER_LF
-          else if (b === LF || ++this.lineBytes > 65536) return this.fail()
+          else if ((isControl(b) && b !== 0x09) || ++this.lineBytes > 65536) return this.fail()
           break
         case TRAILER_LF:
           if (b !== LF) return this.fail()
@@ -134,6 +145,19 @@ export class ChunkedScanner {
     this.state = DONE
     return CHUNKED_ERROR
   }
+}
+
+/** Controls other than HTAB, and DEL (CR and LF included: callers test those first where they are allowed). */
+function isControl(b: number): boolean {
+  return (b < 0x20 && b !== 0x09) || b === 0x7f
+}
+
+/** tchar (RFC 9110 §5.6.2). */
+function isTokenChar(b: number): boolean {
+  if (b >= 0x30 && b <= 0x39) return true
+  const l = b | 0x20
+  if (l >= 0x61 && l <= 0x7a) return true
+  return b === 0x21 || (b >= 0x23 && b <= 0x27) || b === 0x2a || b === 0x2b || b === 0x2d || b === 0x2e || b === 0x5e || b === 0x5f || b === 0x60 || b === 0x7c || b === 0x7e
 }
 
 function hexValue(b: number): number {

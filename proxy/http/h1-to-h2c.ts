@@ -7,7 +7,7 @@ import type { Candidate, PortRoute } from '../routing/service-route.js'
 import { encodeChunk, LAST_CHUNK } from './chunked.js'
 import { forwardHeaderPairs } from './forward-headers.js'
 import { sendUpstream, type H2UpstreamResponse } from './h2-upstream.js'
-import { BODY_INVALID, type RequestBodyFraming } from './request-body.js'
+import { BODY_INVALID, BODY_TOO_LARGE, type RequestBodyFraming } from './request-body.js'
 import type { RequestHead } from './request-head.js'
 
 /** What the HTTP/1.1 session learns from a bridged exchange. */
@@ -73,6 +73,7 @@ export class H1ToH2cBridge {
     const body = this.body!
     const n = this.framing.consume(chunk, (b, s, e) => { body.write(b.subarray(s, e)) })
     if (n === BODY_INVALID) { body.destroy(new Error('invalid chunked request body')); return chunk.length }
+    if (n === BODY_TOO_LARGE) { body.destroy(new Error('request body over the limit')); return chunk.length }
     if (this.framing.done) body.end()
     return n
   }

@@ -17,6 +17,7 @@ import { countError } from '../stats.js'
 import { readRoutingHint } from '../routing/routing-hints.js'
 import { forwardHeaderPairs } from './forward-headers.js'
 import { type H2UpstreamRequest, type H2UpstreamResponse, sendUpstream } from './h2-upstream.js'
+import { bodyTooLarge } from './limits.js'
 import { hostOnly } from './request-head.js'
 import type { ResponseEdits } from './response-edits.js'
 
@@ -128,6 +129,8 @@ class H2Exchange implements RouteWaiter {
   private recorder: Transform | undefined
   private readonly kept: KeptBody
   private replay: ReplayExchange | undefined
+  /** The body went past limits.maxRequestBodyBytes and was refused: nothing else answers this stream. */
+  private refused = false
 
   constructor(private readonly conn: H2Connection, private readonly stream: ServerHttp2Stream, private readonly headers: IncomingHttpHeaders) {
     this.deps = conn.deps
@@ -148,6 +151,8 @@ class H2Exchange implements RouteWaiter {
     deps.stats.h2Streams++
     const h = this.headers
     if (h[':method'] === 'CONNECT') { this.fail(new EdgeProxyError('EP_BAD_REQUEST', 'CONNECT is not supported by a reverse proxy')); return }
+    // refused before routing, as for HTTP/1.1: no Machine is woken or sent anything for it
+    if (Number(h['content-length'] ?? 0) > deps.limits.maxRequestBodyBytes) { this.refuseBody(); return }
     const authority = (h[':authority'] ?? h.host ?? '') as string
     const route = routeForHost(deps.index, this.conn.listener, hostOnly(authority), true)
     if (route instanceof EdgeProxyError) { this.fail(route); return }
@@ -236,7 +241,17 @@ class H2Exchange implements RouteWaiter {
     if (this.stream.endAfterHeaders) return undefined
     if (this.recorder === undefined) {
       const kept = this.kept
-      this.recorder = this.stream.pipe(new Transform({ transform(chunk: Buffer, _enc, cb) { kept.add(chunk); cb(null, chunk) } }))
+      const limit = this.deps.limits.maxRequestBodyBytes
+      let bytes = 0
+      const onTooLarge = (): void => this.refuseBody()
+      this.recorder = this.stream.pipe(new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          bytes += chunk.length
+          if (bytes > limit) { onTooLarge(); return }
+          kept.add(chunk)
+          cb(null, chunk)
+        },
+      }))
     }
     return this.recorder
   }
@@ -299,6 +314,7 @@ class H2Exchange implements RouteWaiter {
   }
 
   private respond(res: H2UpstreamResponse, edits: ResponseEdits): void {
+    if (this.refused) { res.body.destroy(); return }
     this.tHead = performance.now()
     this.status = res.status
     if (this.stream.destroyed) { res.body.destroy(); return }
@@ -343,7 +359,23 @@ class H2Exchange implements RouteWaiter {
     this.deps.requests.finished(this.route?.service.app ?? '-', 'h2', this.status, m?.id, m?.region, this.reqId, this.t0, this.tRouted, this.tHead, performance.now(), this.bytes)
   }
 
+  /**
+   * The body is over limits.maxRequestBodyBytes: the Machine's side is torn down (its request body errors),
+   * and the client gets 413 if no response started, then a reset that stops its upload (RFC 9113 §8.1; with
+   * CANCEL, as node:http2 sends no NO_ERROR reset once the response is complete); a response already under
+   * way is cut instead.
+   */
+  private refuseBody(): void {
+    if (this.refused) return
+    const started = this.responded || this.stream.headersSent
+    this.fail(bodyTooLarge(this.deps.limits.maxRequestBodyBytes))
+    this.refused = true
+    this.recorder?.destroy(new Error('request body over the limit'))
+    if (!started && !this.stream.destroyed) this.stream.once('finish', () => this.stream.close(0x8 /* CANCEL */))
+  }
+
   private fail(err: EdgeProxyError): void {
+    if (this.refused) return
     if (this.replay?.pending === true) {
       // no replay target was reached: the fallback, or the replay's own error (FLY-SPEC §6)
       const next = this.replay.failed(err)

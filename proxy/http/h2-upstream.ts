@@ -245,5 +245,9 @@ function h2Request(session: ClientHttp2Session, req: H2UpstreamRequest, done: Do
     answered = true
     done(new EdgeProxyError('EP_MACHINE_UNREACHABLE', `Machine ${req.machine.id} failed the h2c request: ${err.message}`, { cause: err }), undefined)
   })
-  if (req.body !== undefined) req.body.pipe(stream)
+  if (req.body !== undefined) {
+    req.body.pipe(stream)
+    // a body that fails (the client's stream reset, a body over the limit) must not leave the Machine waiting
+    req.body.once('error', () => stream.close(0x8 /* CANCEL */))
+  }
 }

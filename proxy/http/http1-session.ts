@@ -14,10 +14,11 @@ import { countError } from '../stats.js'
 import { connectionHeaderLines } from './forward-headers.js'
 import { type BridgeOwner, H1ToH2cBridge } from './h1-to-h2c.js'
 import {
-  BODY_NONE, checkIncompleteHead, findHeadEnd, HEAD_BARE_LF, HEAD_INCOMPLETE, parseRequestHead,
+  BODY_LENGTH, BODY_NONE, checkIncompleteHead, findHeadEnd, HEAD_BARE_LF, HEAD_INCOMPLETE, parseRequestHead,
   type RequestHead, skipLeadingCrlf,
 } from './request-head.js'
-import { BODY_INVALID, RequestBodyFraming } from './request-body.js'
+import { bodyTooLarge } from './limits.js'
+import { BODY_INVALID, BODY_TOO_LARGE, RequestBodyFraming } from './request-body.js'
 import { NO_EDITS } from './response-edits.js'
 import type { ResponseHead } from './response-head.js'
 import { type RelayOwner, ResponseRelay } from './response-relay.js'
@@ -222,7 +223,13 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
     this.bytesAtStart = this.client.bytesWritten
     if (this.accessLog) this.startedAt = Date.now()
     this.relay.begin(head, this.reqId, NO_EDITS, !head.keepAlive || this.clientEnded || this.draining || ctx.draining)
-    this.body.begin(head)
+    this.body.begin(head, ctx.limits.maxRequestBodyBytes)
+    if (head.bodyKind === BODY_LENGTH && head.contentLength > ctx.limits.maxRequestBodyBytes) {
+      // refused before routing: no Machine is woken or sent anything for it
+      this.route = undefined
+      this.closeWithError(bodyTooLarge(ctx.limits.maxRequestBodyBytes))
+      return
+    }
     this.attempts = 0
     this.staleRetried = false
     this.hints = head.hints
@@ -405,6 +412,7 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
     if (this.body.done || buf === undefined) return undefined
     const n = this.body.consume(buf)
     if (n === BODY_INVALID) { this.failBody(); return undefined }
+    if (n === BODY_TOO_LARGE) { this.refuseBody(); return undefined }
     this.buf = n < buf.length ? buf.subarray(n) : undefined
     return n === buf.length ? buf : buf.subarray(0, n)
   }
@@ -413,6 +421,7 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
   private forwardBody(chunk: Buffer): void {
     const n = this.body.consume(chunk)
     if (n === BODY_INVALID) { this.failBody(); return }
+    if (n === BODY_TOO_LARGE) { this.refuseBody(); return }
     this.replayable = false
     const part = n === chunk.length ? chunk : chunk.subarray(0, n)
     if (n > 0) this.kept.add(part)
@@ -420,6 +429,18 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
     if (up !== undefined && n > 0 && !up.socket.write(part)) this.pauseClient()
     if (n < chunk.length) this.hold(chunk.subarray(n))
     if (this.replay?.awaitingBody === true) this.replayAfterBody()
+  }
+
+  /**
+   * A chunked body grew past limits.maxRequestBodyBytes: the Machine's connection is torn down mid-request,
+   * and the client gets 413 if no response byte was sent yet; otherwise its connection is cut.
+   */
+  private refuseBody(): void {
+    this.bridge?.abort()
+    this.bridge = undefined
+    this.up?.discard()
+    this.up = undefined
+    this.closeWithError(bodyTooLarge(this.ctx.limits.maxRequestBodyBytes))
   }
 
   /** Invalid chunked framing in the request body: the Machine's view of the stream is lost. */
@@ -446,6 +467,7 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
 
   private bridgeBody(chunk: Buffer): void {
     const n = this.bridge!.onClientBody(chunk)
+    if (this.body.tooLarge) { this.refuseBody(); return }
     if (n < chunk.length) this.hold(chunk.subarray(n))
   }
 

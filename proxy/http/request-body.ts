@@ -3,6 +3,8 @@ import { BODY_CHUNKED, BODY_LENGTH, BODY_NONE, type RequestHead } from './reques
 
 /** consume() result: the chunked framing of the body is invalid. */
 export const BODY_INVALID = -1
+/** consume() result: the body grew past the limit given to begin(). */
+export const BODY_TOO_LARGE = -3
 
 /**
  * Where a request body ends in the client's byte stream, by Content-Length or by chunked framing tracked
@@ -11,19 +13,25 @@ export const BODY_INVALID = -1
 export class RequestBodyFraming {
   /** The whole body has been seen (true for bodyless requests). */
   done = true
+  /** consume() returned BODY_TOO_LARGE for this body. */
+  tooLarge = false
   private kind = BODY_NONE
   private left = 0
+  private limit = Infinity
   private readonly chunks = new ChunkedScanner()
 
-  begin(head: RequestHead): void {
+  /** A Content-Length over `limit` is the caller's to refuse up front; a chunked body is checked as it comes. */
+  begin(head: RequestHead, limit = Infinity): void {
     this.kind = head.bodyKind
     this.left = head.contentLength
+    this.limit = limit
+    this.tooLarge = false
     this.done = head.bodyKind === BODY_NONE
     if (head.bodyKind === BODY_CHUNKED) this.chunks.reset()
   }
 
   /**
-   * How many leading bytes of buf belong to the body, or BODY_INVALID. `onData` receives the payload
+   * How many leading bytes of buf belong to the body, BODY_INVALID or BODY_TOO_LARGE. `onData` receives the payload
    * (chunk framing removed) when the receiver cannot take chunked bytes as they are.
    */
   consume(buf: Buffer, onData?: ChunkDataSink): number {
@@ -37,6 +45,7 @@ export class RequestBodyFraming {
     }
     const r = this.chunks.scan(buf, 0, buf.length, onData)
     if (r === CHUNKED_ERROR) { this.done = true; return BODY_INVALID }
+    if (this.chunks.payloadBytes > this.limit) { this.done = true; this.tooLarge = true; return BODY_TOO_LARGE }
     if (r === CHUNKED_MORE) return buf.length
     this.done = true
     return r

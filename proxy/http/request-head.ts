@@ -42,6 +42,7 @@ export interface RequestHead {
 
 const CR = 13
 const LF = 10
+const CONTROL = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/
 export const HEAD_INCOMPLETE = -1
 export const HEAD_BARE_LF = -2
 
@@ -90,7 +91,11 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limits
   if (end - start > limits.maxHeadBytes) return headersTooLarge(limits)
   // the head without its final CRLF: every line, the request line included, ends in CRLF
   const head = buf.toString('latin1', start, end - 2)
-  if (head.indexOf('\0') !== -1) return bad('NUL byte in the request head')
+  // NUL and the other controls (HTAB aside) are not allowed in a field value (RFC 9110 §5.5). JS's trim()
+  // treats \v and \f as whitespace, so without this `Transfer-Encoding:\vchunked` would be chunked to us and
+  // invalid (or something else) to the Machine: a framing disagreement, i.e. smuggling. CR and LF are
+  // checked line by line below.
+  if (CONTROL.test(head)) return bad('control character in the request head')
 
   // request line
   const lineEnd = head.indexOf('\r')
@@ -109,7 +114,7 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limits
     if (d === 0x31) minor = 1
     else if (d === 0x30) minor = 0
     else return new EdgeProxyError('EP_HTTP_VERSION', `HTTP/1.${head[sp2 + 8]} is not supported; use HTTP/1.1`)
-  } else if (head.startsWith('HTTP/', sp2 + 1)) {
+  } else if (lineEnd - sp2 - 1 === 8 && /^HTTP\/\d\.\d$/.test(head.slice(sp2 + 1, lineEnd))) {
     return new EdgeProxyError('EP_HTTP_VERSION', 'only HTTP/1.0 and HTTP/1.1 are spoken on this port (h2 needs TLS with ALPN)')
   } else {
     return bad('malformed request line')
@@ -234,7 +239,10 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limits
       if (t === 'close') sawClose = true
       else if (t === 'keep-alive') sawKeepAlive = true
       else if (t === 'upgrade') upgrade = upgradeValue
-      else if (t !== '') named.push(t)
+      else if (t === 'content-length' || t === 'transfer-encoding' || t === 'host') {
+        // dropping it as hop-by-hop would send the Machine a body without its framing: request smuggling
+        return bad(`Connection must not name ${t}`)
+      } else if (t !== '') named.push(t)
     }
     keepAlive = !sawClose && (minor === 1 || sawKeepAlive)
     if (named.length > 0) out = dropNamed(out, named)

@@ -33,6 +33,7 @@ interface DaemonFlags {
   flycastRange?: string
   flycastPortMap?: string
   replayBodyLimit?: string
+  requestBodyLimit?: string
   requestLogSample?: string
   machineRange?: string
   backhaulListen?: string
@@ -106,6 +107,7 @@ function toOptions(flags: DaemonFlags): DaemonOptions {
     flycastRange: flags.flycastRange === undefined ? undefined : parseFlycastRange(flags.flycastRange).cidr,
     flycastPortMap: flagPortMap(flags.flycastPortMap, '--flycast-port-map'),
     replayBodyLimit: bytes(flags.replayBodyLimit, '--replay-body-limit'),
+    requestBodyLimit: bytes(flags.requestBodyLimit, '--request-body-limit'),
     requestLogSample: share(flags.requestLogSample, '--request-log-sample'),
     machineRange: flags.machineRange,
     backhaul: backhaulOptions(flags),
@@ -181,6 +183,7 @@ export function registerDaemonCommands(program: Command): void {
     .option('--flycast-range <cidr>', `private range Flycast addresses come from; the same on every node (default ${DEFAULT_FLYCAST_RANGE})`)
     .option('--flycast-port-map <pairs>', 'edge: app port → port bound on Flycast addresses, e.g. 80=8080 (default: the same port)')
     .option('--replay-body-limit <size>', 'request bodies kept for fly-replay up to this, e.g. 10MiB (default 10MiB)')
+    .option('--request-body-limit <size>', 'largest request body forwarded; larger ones get 413, e.g. 100MiB (default 1GiB)')
     .option('--request-log-sample <share>', 'share of requests logged, 0…1 (default 0.01; responses ≥ 500 always)')
     .option('--machine-range <cidr>', 'worker: loopback range for Machine addresses (default 127.66.0.0/16; give nodes sharing a host distinct ranges)')
     .option('--backhaul-listen <host:port>', 'worker: where the mTLS backhaul listens when the fleet has a CA (default 127.0.0.1:0, any free port)')

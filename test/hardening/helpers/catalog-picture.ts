@@ -1,0 +1,63 @@
+import { waitFor } from '../../helpers/wait-for.js'
+import { getJson } from './daemon-fleet.js'
+
+/**
+ * A node's catalog as its admin API shows it: the heads of every document (`GET /v1/catalog`) and the
+ * records each document materializes to (`GET /v1/catalog/docs/:id`). Two nodes hold the same catalog when
+ * both are equal: same history (heads) and same state (records).
+ */
+export interface CatalogPicture {
+  seq: number
+  heads: Record<string, string[]>
+  records: Record<string, unknown>
+}
+
+export async function catalogHeads(api: string): Promise<{ seq: number; heads: Record<string, string[]> }> {
+  const c = await getJson<{ seq: number; docs: Record<string, string[]> }>(`${api}/v1/catalog`)
+  return { seq: c.seq, heads: sortKeys(c.docs) }
+}
+
+export async function catalogPicture(api: string): Promise<CatalogPicture> {
+  const { seq, heads } = await catalogHeads(api)
+  const records: Record<string, unknown> = {}
+  for (const docId of Object.keys(heads)) {
+    const doc = await getJson<{ heads?: unknown; machines?: Array<{ id: string }>; nodes?: Array<{ name: string }> }>(`${api}/v1/catalog/docs/${encodeURIComponent(docId)}`)
+    delete doc.heads // compared above; a change between the two reads would show there, not here
+    if (doc.machines !== undefined) doc.machines.sort((a, b) => a.id.localeCompare(b.id))
+    if (doc.nodes !== undefined) doc.nodes.sort((a, b) => a.name.localeCompare(b.name))
+    records[docId] = doc
+  }
+  return { seq, heads, records }
+}
+
+function sortKeys<T>(o: Record<string, T>): Record<string, T> {
+  return Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b)))
+}
+
+const key = (h: Record<string, string[]>): string => JSON.stringify(h)
+
+/**
+ * Polls every node's heads until they are identical; resolves with the time that took. The first poll
+ * after the condition holds ends it, so the figure is an upper bound (plus one poll, ~10 ms).
+ */
+export async function timeToIdenticalHeads(apis: string[], timeoutMs: number): Promise<number> {
+  const t0 = performance.now()
+  await waitFor(async () => {
+    const all = await Promise.all(apis.map((a) => catalogHeads(a)))
+    return all.every((c) => key(c.heads) === key(all[0].heads))
+  }, { timeoutMs, intervalMs: 10, what: `identical heads on ${apis.length} nodes` })
+  return performance.now() - t0
+}
+
+/**
+ * Every node's full picture, read while their heads are identical (reads repeat until heads are equal
+ * before and after the records were read, so that no write landed in between).
+ */
+export async function identicalPictures(apis: string[], timeoutMs = 10_000): Promise<CatalogPicture[]> {
+  return await waitFor(async () => {
+    const before = await Promise.all(apis.map((a) => catalogHeads(a)))
+    if (!before.every((c) => key(c.heads) === key(before[0].heads))) return undefined
+    const pictures = await Promise.all(apis.map((a) => catalogPicture(a)))
+    return pictures.every((p) => key(p.heads) === key(before[0].heads)) ? pictures : undefined
+  }, { timeoutMs, intervalMs: 50, what: 'a moment with identical heads on every node to read their records' })
+}
