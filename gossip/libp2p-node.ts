@@ -92,9 +92,15 @@ export async function createGossipLibp2p(init: Libp2pNodeInit): Promise<GossipLi
       inboundConnectionThreshold: 100,
       maxIncomingPendingConnections: 64,
     },
+    // libp2p's connection monitor pings every connection and aborts it when a ping fails. Our closeness
+    // pinger uses the same protocol, and ping allows one outbound stream per connection by default: the two
+    // overlapping made the monitor's ping fail and tear down healthy connections (seen as reconnect storms
+    // right after a partition healed). Room for both, and a floor under the monitor's adaptive timeout so a
+    // busy CPU is not mistaken for a dead peer.
+    connectionMonitor: { pingInterval: 10_000, pingTimeout: { minTimeout: 10_000 } },
     services: {
       identify: identify(),
-      ping: ping(),
+      ping: ping({ maxOutboundStreams: 2, maxInboundStreams: 4 }),
       pubsub: gossipsub({
         globalSignaturePolicy: init.signing === 'sign' ? StrictSign : StrictNoSign,
         allowedTopics: init.topics,

@@ -174,7 +174,7 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
       ? { read: (id: string, o: { follow: boolean; tail: number; signal: AbortSignal }) => readMachineLogs(options.dataDir, id, o) }
       : undefined
     const liveness = { isUp: (node: string) => gossip.isNodeUp(node), rttMs: (node: string) => gossip.closeness.rttToNode(node) }
-    const admin = adminApi({ host: options.admin.host, port: options.admin.port, token })({ catalog, self, logs, liveness, route: routeExplainer(proxy), loads: proxy === undefined ? undefined : () => loadsByMachine(proxy), metrics: metricsRegistry({ catalog, proxy, gossip }).render, flycastRange: options.flycastRange, log: log.child({ component: 'admin-api' }) })
+    const admin = adminApi({ host: options.admin.host, port: options.admin.port, token })({ catalog, self, logs, liveness, route: routeExplainer(proxy), loads: proxy === undefined ? undefined : () => loadsByMachine(proxy), metrics: metricsRegistry({ catalog, proxy, gossip, backhaul: backhaul.listener }).render, flycastRange: options.flycastRange, log: log.child({ component: 'admin-api' }) })
     await admin.start()
     started.push(admin)
 

@@ -7,7 +7,7 @@ import { isHttp } from '../routing/port-plan.js'
 import { routeForHost } from '../routing/resolve-route.js'
 import type { RoutingIndex } from '../routing/routing-index.js'
 import type { ProxyStats } from '../stats.js'
-import type { CertStore } from '../tls/cert-store.js'
+import { type CertStore, PUBLIC_TLS } from '../tls/cert-store.js'
 
 /** FLY-SPEC §2 tls_options.alpn: our default when the http handler follows TLS. */
 export const DEFAULT_HTTP_ALPN = ['h2', 'http/1.1'] as const
@@ -31,7 +31,7 @@ export interface TlsFront {
 /**
  * The `tls` handshake for one public port: a tls.Server that never listens; accepted sockets are handed
  * to it with emit('connection'). SNI picks the certificate (cert-store.ts) and the app's ALPN list;
- * TLS 1.2 is the floor (issue 6). `onSecure` gets each handshaken socket.
+ * TLS 1.2 and forward-secret AEAD suites are the floor (issue 6, PUBLIC_TLS). `onSecure` gets each handshaken socket.
  */
 export function createTlsFront(listener: ListenerState, deps: TlsFrontDeps, onSecure: (socket: TLSSocket) => void): TlsFront {
   const options: TlsOptions = {
@@ -40,7 +40,7 @@ export function createTlsFront(listener: ListenerState, deps: TlsFrontDeps, onSe
     // used when the client sends no SNI (an IP address, libpq): the fallback certificate
     cert: deps.certs.defaultPem.certPem,
     key: deps.certs.defaultPem.keyPem,
-    minVersion: 'TLSv1.2',
+    ...PUBLIC_TLS,
     handshakeTimeout: deps.handshakeMs,
     allowHalfOpen: true,
   }

@@ -12,6 +12,21 @@ export interface CertStoreInit {
   maxSelfSigned?: number
 }
 
+/**
+ * The public ports' TLS floor (issue 11 item 10): TLS 1.2 and 1.3, and in TLS 1.2 only forward-secret
+ * AEAD suites (Mozilla "intermediate"). Node's default list would also accept static-RSA key exchange
+ * (AES128-SHA…: no forward secrecy, ROBOT-class oracles) and CBC suites as soon as a user adds an RSA
+ * certificate. Every secure context and the server's default context use it.
+ */
+export const PUBLIC_TLS = {
+  minVersion: 'TLSv1.2',
+  ciphers: [
+    'TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256',
+    'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES256-GCM-SHA384',
+    'ECDHE-RSA-AES256-GCM-SHA384', 'ECDHE-ECDSA-CHACHA20-POLY1305', 'ECDHE-RSA-CHACHA20-POLY1305',
+  ].join(':'),
+} as const
+
 /** Served when SNI names no app (or is absent): the handshake completes and HTTP answers EP_NO_APP. */
 export const FALLBACK_HOSTNAME = 'edgeproxy.invalid'
 
@@ -35,7 +50,7 @@ export class CertStore {
   async start(): Promise<void> {
     if (this.fallbackPem !== undefined) return
     this.fallbackPem = await selfSignedCertificate(FALLBACK_HOSTNAME)
-    this.fallback = createSecureContext({ cert: this.fallbackPem.certPem, key: this.fallbackPem.keyPem, minVersion: 'TLSv1.2' })
+    this.fallback = createSecureContext({ cert: this.fallbackPem.certPem, key: this.fallbackPem.keyPem, ...PUBLIC_TLS })
   }
 
   get defaultContext(): SecureContext {
@@ -98,7 +113,7 @@ export class CertStore {
     const record = this.records.get(key)
     if (record === undefined) return undefined
     try {
-      const ctx = createSecureContext({ cert: record.certPem, key: record.keyPem, minVersion: 'TLSv1.2' })
+      const ctx = createSecureContext({ cert: record.certPem, key: record.keyPem, ...PUBLIC_TLS })
       this.contexts.set(key, ctx)
       return ctx
     } catch (err) {
@@ -110,6 +125,6 @@ export class CertStore {
 
   private async generate(hostname: string): Promise<SecureContext> {
     const pem = await selfSignedCertificate(hostname)
-    return createSecureContext({ cert: pem.certPem, key: pem.keyPem, minVersion: 'TLSv1.2' })
+    return createSecureContext({ cert: pem.certPem, key: pem.keyPem, ...PUBLIC_TLS })
   }
 }

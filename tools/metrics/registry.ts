@@ -1,7 +1,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
 import type { CatalogReader } from '../../catalog/index.js'
 import type { GossipNode, GossipStats } from '../../gossip/index.js'
-import { type LatencyHistogram, PHASES, type ProxyServer } from '../../proxy/index.js'
+import { type BackhaulListener, type LatencyHistogram, PHASES, type ProxyServer } from '../../proxy/index.js'
 import { histogramText } from './histogram-text.js'
 import { type CounterSource, readCounters } from './counter-source.js'
 
@@ -9,6 +9,8 @@ export interface MetricsSources {
   catalog: CatalogReader
   proxy?: ProxyServer
   gossip?: GossipNode
+  /** A worker's backhaul listener (absent on edge-only nodes and without a fleet CA). */
+  backhaul?: Pick<BackhaulListener, 'stats'>
 }
 
 /**
@@ -18,7 +20,7 @@ export interface MetricsSources {
 export function metricsRegistry(sources: MetricsSources): { registry: Registry; render: () => Promise<string> } {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'edgeproxy_' })
-  const { catalog, proxy, gossip } = sources
+  const { catalog, proxy, gossip, backhaul } = sources
 
   new Gauge({
     name: 'edgeproxy_catalog_seq', help: 'Seq of the newest event in this node\'s catalog event log', registers: [registry],
@@ -117,6 +119,8 @@ export function metricsRegistry(sources: MetricsSources): { registry: Registry; 
       ['edgeproxy_gossip_sync_sessions_total', 'Anti-entropy sessions this node started', () => g().syncInitiated],
       ['edgeproxy_gossip_sync_failures_total', 'Anti-entropy sessions that failed', () => g().syncFailed],
       ['edgeproxy_gossip_sync_docs_converged_total', 'Documents brought level by anti-entropy', () => g().syncDocsConverged],
+      // the refusals an operator looks for when a node cannot join, or when something knocks on the gossip port
+      ['edgeproxy_gossip_handshake_failures_total', 'Connections that failed the private-network handshake (another fleet key, or not an edgeproxy node)', () => g().handshakeFailures],
     ])
     new Counter({
       name: 'edgeproxy_gossip_dropped_total', help: 'Gossip messages dropped, by kind and reason', labelNames: ['kind', 'reason'], registers: [registry],
@@ -138,6 +142,15 @@ export function metricsRegistry(sources: MetricsSources): { registry: Registry; 
         for (const n of gossip.nodes()) this.inc({ state: n.state })
       },
     })
+  }
+
+  if (backhaul !== undefined) {
+    readCounters(registry, [
+      ['edgeproxy_backhaul_connections_accepted_total', 'Backhaul connections from fleet nodes (mutual TLS passed)', () => backhaul.stats().connectionsAccepted],
+      ['edgeproxy_backhaul_handshake_failures_total', 'Backhaul TLS handshakes refused: no client certificate, another CA, not TLS, wrong version or ALPN', () => backhaul.stats().handshakeFailures],
+      ['edgeproxy_backhaul_peers_rejected_total', 'Backhaul peers whose certificate chained to the fleet CA but is no usable node certificate', () => backhaul.stats().peersRejected],
+      ['edgeproxy_backhaul_opens_refused_total', 'Backhaul OPENs answered with OPEN_FAIL', () => backhaul.stats().refused],
+    ])
   }
   return {
     registry,

@@ -42,8 +42,15 @@ export function clientHello12(servername: string, compressionMethods: number[]):
   return Buffer.concat([Buffer.from([0x16, 0x03, 0x01]), vec16(handshake)])
 }
 
-/** Sends the hello and reads the first record of the answer (bounded by `timeoutMs`). */
-export function sendHello(port: number, hello: Buffer, timeoutMs = 10_000): Promise<HelloAnswer> {
+const PG_SSL_REQUEST = Buffer.from('0000000804d2162f', 'hex')
+
+/**
+ * Sends the hello and reads the first record of the answer (bounded by `timeoutMs`). With `postgres`, the
+ * Postgres SSLRequest goes first and the hello only after the server's `S`, as libpq does.
+ */
+export function sendHello(port: number, hello: Buffer, opts: { postgres?: boolean; timeoutMs?: number } = {}): Promise<HelloAnswer> {
+  const timeoutMs = opts.timeoutMs ?? 10_000
+  let awaitingS = opts.postgres === true
   return new Promise((resolve, reject) => {
     const socket = connect({ host: '127.0.0.1', port })
     let buf = Buffer.alloc(0)
@@ -54,11 +61,17 @@ export function sendHello(port: number, hello: Buffer, timeoutMs = 10_000): Prom
       else resolve(a)
     }
     const timer = setTimeout(() => done(new Error(`no answer to the ClientHello within ${timeoutMs} ms`)), timeoutMs)
-    socket.on('connect', () => socket.write(hello))
+    socket.on('connect', () => socket.write(awaitingS ? PG_SSL_REQUEST : hello))
     socket.on('error', () => done({ closed: true }))
     socket.on('close', () => done({ closed: true }))
     socket.on('data', (chunk: Buffer) => {
       buf = Buffer.concat([buf, chunk])
+      if (awaitingS) {
+        if (buf[0] !== 0x53) { done(new Error(`the SSLRequest was answered with ${JSON.stringify(buf.toString('latin1'))}, not S`)); return }
+        awaitingS = false
+        buf = buf.subarray(1)
+        socket.write(hello)
+      }
       if (buf.length < 5) return
       const len = buf.readUInt16BE(3)
       if (buf.length < 5 + len) return
