@@ -112,7 +112,9 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
     const backhaul = await startNodeBackhaul({
       dataDir: options.dataDir, name: options.name, region: options.region, roles: options.roles, fleet: g.fleet, options: options.backhaul ?? {},
     }, { catalog, log })
-    started.push({ start: () => undefined, stop: () => backhaul.stop() })
+    let backhaulStopped: Promise<void> | undefined
+    const stopBackhaul = (): Promise<void> => (backhaulStopped ??= backhaul.stop())
+    started.push({ start: () => undefined, stop: stopBackhaul }) // a start that fails below still closes it
     const gossip = gossipNode({
       listen,
       announce: g.announce,
@@ -148,6 +150,9 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
       await machines.start()
       started.push(machines)
     }
+    // Stopped after the proxy and before the Machines: requests other edges carry to this worker's Machines
+    // drain (bounded) while those Machines still answer, as the proxy's own do.
+    started.push({ start: () => undefined, stop: stopBackhaul })
 
     // The proxy starts after the Machines (it routes to them) and, being stopped before them, drains its
     // in-flight requests while they still answer.

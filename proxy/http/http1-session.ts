@@ -73,6 +73,12 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
   private hints: RoutingHints | undefined
   private cand: Candidate | undefined
   private up: UpstreamConn | undefined
+  /**
+   * Which connect attempt is current. A candidate is the same object for every request to its Machine, so a
+   * connect abandoned by a replay timeout would otherwise pass for the fallback's own connect to that Machine
+   * and send the request a second time (issue 11: fly-replay under load).
+   */
+  private connectSeq = 0
   private attempts = 0
   private staleRetried = false
   private readonly body = new RequestBodyFraming()
@@ -312,9 +318,9 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
     }
     this.state = S_CONNECT
     ctx.stats.upstreamConnects++
-    const cand = this.cand!
+    const seq = ++this.connectSeq
     ctx.connector.connect(m, port, (err, socket) => {
-      if (this.state === S_CLOSED || this.cand !== cand) { socket?.destroy(); return }
+      if (this.state !== S_CONNECT || this.connectSeq !== seq) { socket?.destroy(); return }
       if (err !== undefined || socket === undefined) {
         ctx.stats.upstreamConnectFailures++
         this.retryOrFail(err ?? new EdgeProxyError('EP_MACHINE_UNREACHABLE', `Machine ${m.id} is unreachable`), true)
@@ -579,7 +585,7 @@ export class Http1Session implements Session, RouteWaiter, UpstreamOwner, Bridge
     const replay = this.replay
     if (this.state === S_CLOSED || replay === undefined || !replay.pending) return
     if (this.state === S_ROUTE) this.ctx.router.cancel(this.route!.service, this)
-    this.releaseLease() // a connect still in flight is dropped when it lands (cand changed)
+    this.releaseLease() // a connect still in flight is dropped when it lands (connectSeq or state changed)
     this.answerError(replay.timeoutError())
   }
 

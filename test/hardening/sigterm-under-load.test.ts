@@ -257,3 +257,35 @@ test('fleet: SIGTERM to one of two edges while clients hit both — its accepted
     await onAms.stop()
   }
 }, 180_000)
+
+// A Machine that exits the moment it gets kill_signal, in-flight requests or not (many real apps do).
+const ABRUPT_MACHINE = `require('node:http').createServer((req, res) => {
+  if (req.url === '/healthz') { res.end('ok'); return }
+  setTimeout(() => res.end('done ' + req.url), Number(new URL(req.url, 'http://m').searchParams.get('ms') ?? 0))
+}).listen(Number(process.env.PORT), process.env.FLY_PRIVATE_IP); process.on('SIGINT', () => process.exit(0))`
+
+test('fleet: SIGTERM to a worker while an edge carries slow requests to its Machines — they complete before its Machines stop', async () => {
+  if (!fleet.nodes.has('lhr-1')) await fleet.start({ name: 'lhr-1', region: 'lhr', roles: 'edge' }) // the edge of the test above
+  await fleet.start({ name: 'fra-1', region: 'fra', roles: 'worker' })
+  await fleet.waitAllUp()
+  await fleet.deploy('ams-1', 'app = "brisk"\nprimary_region = "fra"\n[[services]]\ninternal_port = 8080\n[[services.ports]]\nport = 7001\nhandlers = ["http"]\n')
+  const m = await fleet.machine('ams-1', 'brisk', { node: 'fra-1', cmd: [process.execPath, '-e', ABRUPT_MACHINE] })
+  await fleet.waitMachine('lhr-1', m.id, (x) => x.state === 'started' && x.ready, 'started and ready')
+  const lhrPort = await fleet.publicPort('lhr-1', 7001)
+  await waitFor(async () => {
+    const res = await request(`http://127.0.0.1:${lhrPort}/probe`, { headers: { host: 'brisk.localhost' } })
+    await res.body.dump()
+    return res.statusCode === 200
+  }, { timeoutMs: 20_000, what: 'lhr-1 routing brisk to fra-1 over the backhaul' })
+
+  // eight requests that take 2 s at the Machine, in flight over the backhaul when fra-1 is told to stop
+  const inFlight = Array.from({ length: 8 }, async (_, i) => {
+    const res = await request(`http://127.0.0.1:${lhrPort}/slow-${i}?ms=2000`, { headers: { host: 'brisk.localhost' }, headersTimeout: 20_000, bodyTimeout: 20_000 })
+    return { status: res.statusCode, body: await res.body.text() }
+  })
+  await new Promise((r) => setTimeout(r, 500))
+  const exit = await sigterm('fra-1')
+  const answers = await Promise.all(inFlight)
+  expect({ code: exit.code, signal: exit.signal }).toEqual({ code: 0, signal: null })
+  expect(answers).toEqual(Array.from({ length: 8 }, (_, i) => ({ status: 200, body: `done /slow-${i}?ms=2000` })))
+}, 120_000)
