@@ -23,6 +23,8 @@ export interface GossipChildConfig {
 
 export type ToChild =
   | { type: 'write'; app: string }
+  /** Connect to these nodes: for a child without its own peer discovery (gossip-raw-child.ts). */
+  | { type: 'dial'; addrs: string[] }
   | { type: 'digest'; id: number }
   | { type: 'stats'; id: number }
   | { type: 'stop' }
@@ -70,6 +72,8 @@ async function handle(m: ToChild): Promise<void> {
       send({ type: 'wrote', app: m.app, t })
       break
     }
+    case 'dial':
+      break // the daemon dials the nodes it learns of itself (gossip/peer-dialer.ts)
     case 'digest':
       send({ type: 'digest', id: m.id, hash: Buffer.from(digestHash(catalog.digest())).toString('hex') })
       break

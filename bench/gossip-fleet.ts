@@ -15,6 +15,12 @@ export interface FleetOptions {
   relayed: boolean
   fsync: boolean
   onMessage?: (node: BenchNode, m: FromChild) => void
+  /** The child to spawn (default `gossip-child`: a daemon-like node); every one speaks gossip-child.ts's IPC. */
+  script?: 'gossip-child' | 'gossip-raw-child'
+  /** Merged into each child's config (e.g. the raw child's payload size). */
+  childConfig?: Record<string, unknown>
+  /** Once all are up, tell each node to dial every earlier one: for a child without its own peer discovery. */
+  dialEarlier?: boolean
 }
 
 type Stats = Extract<FromChild, { type: 'stats' }>
@@ -51,10 +57,10 @@ export class BenchNode {
   async digest(): Promise<string> { return (await this.ask<Extract<FromChild, { type: 'digest' }>>({ type: 'digest' })).hash }
 }
 
-function childEntry(): { file: string; execArgv: string[] } {
-  const js = join(import.meta.dirname, 'gossip-child.js')
+function childEntry(script: string): { file: string; execArgv: string[] } {
+  const js = join(import.meta.dirname, `${script}.js`)
   if (existsSync(js)) return { file: js, execArgv: process.env.BENCH_GOSSIP_PROF === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_GOSSIP_PROF}`] }
-  return { file: join(import.meta.dirname, 'gossip-child.ts'), execArgv: ['--import', 'tsx'] } // run from source
+  return { file: join(import.meta.dirname, `${script}.ts`), execArgv: ['--import', 'tsx'] } // run from source
 }
 
 export async function startFleet(o: FleetOptions): Promise<BenchNode[]> {
@@ -66,8 +72,9 @@ export async function startFleet(o: FleetOptions): Promise<BenchNode[]> {
     const cfg: GossipChildConfig = {
       name, dataDir: join(o.dir, name), fleetKeyPath: o.fleetKeyPath, ip, bootstrap, fsync: o.fsync,
       ...(relay === undefined ? {} : { announce: relay.multiaddr() }),
+      ...o.childConfig,
     }
-    const { file, execArgv } = childEntry()
+    const { file, execArgv } = childEntry(o.script ?? 'gossip-child')
     const child = fork(file, [JSON.stringify(cfg)], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     const node = new BenchNode(name, ip, child, relay)
     nodes.push(node)
@@ -94,6 +101,8 @@ export async function startFleet(o: FleetOptions): Promise<BenchNode[]> {
     const seed = await start(0, [])
     // the others start together, as a fleet rebooting would (CPU-bound: 10–17 s for 19 on 2 cores)
     await Promise.all(Array.from({ length: o.nodes - 1 }, async (_, k) => { await start(k + 1, [seed.address]) }))
+    nodes.sort((a, b) => a.name.localeCompare(b.name)) // spawn order varies (relays start first): keep n01… order
+    if (o.dialEarlier === true) nodes.forEach((n, i) => { n.send({ type: 'dial', addrs: nodes.slice(0, i).map((e) => e.address) }) })
   } catch (err) {
     await stopFleet(nodes)
     throw err
@@ -112,6 +121,19 @@ export async function stopFleet(nodes: BenchNode[]): Promise<void> {
     }
     await n.relay?.close()
   }))
+}
+
+/** Polls until every node has at least `minMeshPeers` gossipsub mesh peers on the changes topic; returns the ms it took. */
+export async function untilMeshed(nodes: BenchNode[], minMeshPeers: number, timeoutMs: number): Promise<number> {
+  const started = performance.now()
+  for (;;) {
+    const stats = await Promise.all(nodes.map((n) => n.stats()))
+    if (stats.every((s) => s.meshPeers >= minMeshPeers)) return performance.now() - started
+    if (performance.now() - started > timeoutMs) {
+      throw new Error(`not every node had ${minMeshPeers} mesh peers within ${timeoutMs} ms (mesh peers: ${stats.map((s) => s.meshPeers).join(' ')})`)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
 }
 
 /** Polls until every node reports the same digest hash; returns the ms it took. */

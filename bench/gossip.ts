@@ -1,10 +1,14 @@
 import '../tools/polyfills.js'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { openCatalog } from '../catalog/index.js'
 import { writeFleetKey } from '../gossip/index.js'
+import { encodeWire } from '../gossip/wire-codec.js'
+import type { ChangesMessage } from '../schemas/gossip-messages.js'
+import { parseAppConfigText } from '../schemas/parse-app-config.js'
 import { benchDir, fmt, percentile, table } from './bench-util.js'
 import type { FromChild } from './gossip-child.js'
-import { type BenchNode, startFleet, stopFleet, untilConverged } from './gossip-fleet.js'
+import { type BenchNode, startFleet, stopFleet, untilConverged, untilMeshed } from './gossip-fleet.js'
 
 /**
  * Gossip benchmark (issue 4): N daemon-like processes on loopback.
@@ -12,8 +16,10 @@ import { type BenchNode, startFleet, stopFleet, untilConverged } from './gossip-
  *    the last node emitted its `app.upserted` (goal p99 < 250 ms). Plus memory and CPU per node.
  * 2. Partition heal (a second fleet, each node behind a chaos relay): split in halves, write on both sides,
  *    heal, and time until every node has identical heads (goal < 2 s).
- * Baseline in the same machine kind: PERF-NOTES measured raw gossipsub at 5/s with 20 processes (p50 22–31 ms,
- * p99 246–385 ms, ~90 MB RSS idle); the ratio to it is what our coalescing, validation and catalog cost.
+ * Baseline in the same run (issue 11): phase 1 first with bare libp2p + gossipsub nodes (gossip-raw-child.ts, our
+ * transport and gossipsub settings, same N, CHANGES and RATE, messages of our size); every figure is reported as
+ * ours / raw: the ratio is what our catalog, validation, heartbeats and sync cost. Raw gossipsub cannot heal a
+ * partition (no history), so phase 2's baseline is its goal.
  */
 const NODES = Number(process.env.BENCH_GOSSIP_NODES ?? 20)
 const CHANGES = Number(process.env.BENCH_GOSSIP_CHANGES ?? 200)
@@ -21,6 +27,9 @@ const RATE = Number(process.env.BENCH_GOSSIP_RATE ?? 5)
 const HEALS = Number(process.env.BENCH_GOSSIP_HEALS ?? 3)
 const WRITES_PER_SIDE = 10
 const FSYNC = process.env.BENCH_GOSSIP_FSYNC !== '0'
+/** Mesh peers every node must have before measuring: gossipsub's Dlo at our default degree 6, or all others in a small fleet. */
+const MIN_MESH_PEERS = Math.min(NODES - 1, Math.max(1, Number(process.env.BENCH_GOSSIP_MESH ?? 6) - 1))
+const HEAL_GOAL_MS = 2_000
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 const mb = (bytes: number) => fmt(bytes / 2 ** 20)
@@ -29,17 +38,43 @@ export async function gossipBench(): Promise<string> {
   const dir = await benchDir('gossip')
   try {
     const fleetKeyPath = await writeFleetKey(join(dir.path, 'fleet'))
-    const propagation = await propagationPhase(join(dir.path, 'a'), fleetKeyPath)
+    const payloadBytes = await changesMessageBytes(join(dir.path, 'probe'))
+    // the baseline first, then ours, with the same N, CHANGES and RATE on the same machine
+    process.stderr.write(`  baseline: raw gossipsub, ${payloadBytes}-byte messages\n`)
+    const raw = await propagationPhase('raw', join(dir.path, 'raw'), fleetKeyPath, payloadBytes)
+    process.stderr.write('  edgeproxy gossip\n')
+    const ours = await propagationPhase('edgeproxy', join(dir.path, 'a'), fleetKeyPath, payloadBytes)
     const heal = HEALS > 0 ? await healPhase(join(dir.path, 'b'), fleetKeyPath) : []
-    return report(propagation, heal)
+    return report(ours, raw, heal, payloadBytes)
   } finally {
     await dir.remove()
   }
 }
 
+/** Bytes of the changes message one benchmark deploy publishes (a new app's first Automerge change, wire-encoded). */
+async function changesMessageBytes(dataDir: string): Promise<number> {
+  const catalog = await openCatalog({ dataDir, nodeName: 'n01', sync: false })
+  try {
+    const messages: number[] = []
+    const sub = catalog.onLocalChange((docId, changes) => { messages.push(encodeWire({ v: 1, docId, changes } satisfies ChangesMessage).byteLength) })
+    await catalog.deployApp(parseAppConfigText(`app = "b-${CHANGES >> 1}"\nprimary_region = "ams"\n[http_service]\ninternal_port = 8080\n`).config)
+    await sleep(100) // a local change is reported once durable, which may be after deployApp resolved
+    sub.close()
+    if (messages.length !== 1) throw new Error(`one deploy made ${messages.length} changes messages; the baseline assumes one`)
+    return messages[0]
+  } finally {
+    await catalog.close()
+  }
+}
+
 interface Propagation { latencies: number[]; missing: number; rss: number[]; cpuMsPerChange: number; idleCpuShare: number; startMs: number }
 
-async function propagationPhase(dir: string, fleetKeyPath: string): Promise<Propagation> {
+/**
+ * `edgeproxy`: daemon-like nodes (gossip-child.ts), started until their catalogs converged. `raw`: bare libp2p +
+ * gossipsub nodes with our settings (gossip-raw-child.ts), each dialling every earlier one. Both wait for a
+ * gossipsub mesh on every node before the idle measurement and the writes.
+ */
+async function propagationPhase(kind: 'edgeproxy' | 'raw', dir: string, fleetKeyPath: string, payloadBytes: number): Promise<Propagation> {
   const wrote = new Map<string, number>()
   const seen = new Map<string, number[]>()
   const onMessage = (_n: BenchNode, m: FromChild): void => {
@@ -48,24 +83,28 @@ async function propagationPhase(dir: string, fleetKeyPath: string): Promise<Prop
   }
   const started = performance.now()
   process.stderr.write(`  starting ${NODES} nodes…\n`)
-  const nodes = await startFleet({ dir, fleetKeyPath, nodes: NODES, relayed: false, fsync: FSYNC, onMessage })
+  const nodes = await startFleet({
+    dir, fleetKeyPath, nodes: NODES, relayed: false, fsync: FSYNC, onMessage,
+    ...(kind === 'raw' ? { script: 'gossip-raw-child', childConfig: { payloadBytes }, dialEarlier: true } as const : {}),
+  })
   try {
-    await untilConverged(nodes, 60_000)
+    if (kind === 'edgeproxy') await untilConverged(nodes, 60_000)
+    await untilMeshed(nodes, MIN_MESH_PEERS, 60_000)
     const startMs = performance.now() - started
-    // baseline in the same run: CPU of an idle fleet (heartbeats, pings, sync rounds) over the same duration
+    // CPU of an idle fleet over the same duration as the writes: subtracted from the busy figure
     const idle0 = await Promise.all(nodes.map((n) => n.stats()))
     await sleep((CHANGES / RATE) * 1000)
     const cpu0 = await Promise.all(nodes.map((n) => n.stats()))
     for (let i = 0; i < CHANGES; i++) {
       nodes[Math.floor(Math.random() * nodes.length)].send({ type: 'write', app: `b-${i}` })
-      if (i % Math.max(1, Math.floor(CHANGES / 10)) === 0) process.stderr.write(`  propagation: ${i}/${CHANGES}\n`)
+      if (i % Math.max(1, Math.floor(CHANGES / 10)) === 0) process.stderr.write(`  propagation (${kind}): ${i}/${CHANGES}\n`)
       await sleep(1000 / RATE)
     }
     const deadline = performance.now() + 30_000
     while (performance.now() < deadline && [...Array(CHANGES).keys()].some((i) => (seen.get(`b-${i}`)?.length ?? 0) < nodes.length)) await sleep(50)
     const cpu1 = await Promise.all(nodes.map((n) => n.stats()))
     if (process.env.BENCH_GOSSIP_DIAG === '1') {
-      for (const s of cpu1) process.stderr.write(`  node: ${JSON.stringify(s.gossip)}\n`)
+      for (const s of cpu1) process.stderr.write(`  ${kind} node: ${JSON.stringify(s.gossip)}\n`)
     }
     const latencies: number[] = []
     let missing = 0
@@ -115,22 +154,36 @@ async function healPhase(dir: string, fleetKeyPath: string): Promise<number[]> {
   }
 }
 
-function report(p: Propagation, heals: number[]): string {
+function report(p: Propagation, raw: Propagation, heals: number[], payloadBytes: number): string {
+  const ratio = (ours: number, base: number): string => (Number.isFinite(ours / base) ? `${fmt(ours / base, 2)}×` : '–')
+  const ms = (n: number, digits = 0): string => `${fmt(n, digits)} ms`
+  const p50 = [percentile(p.latencies, 50), percentile(raw.latencies, 50)]
+  const p99 = [percentile(p.latencies, 99), percentile(raw.latencies, 99)]
+  const max = [p.latencies.at(-1) ?? NaN, raw.latencies.at(-1) ?? NaN]
+  const rss = [percentile(p.rss, 50), percentile(raw.rss, 50)]
   const lines = [
-    `### Gossip: ${NODES} processes on loopback (fsync ${FSYNC ? 'on' : 'off'})`,
+    `### Gossip: ${NODES} processes on loopback (fsync ${FSYNC ? 'on' : 'off'}), against raw gossipsub in the same run`,
     '',
-    `Command: \`BENCH_GOSSIP_NODES=${NODES} BENCH_GOSSIP_CHANGES=${CHANGES} BENCH_GOSSIP_RATE=${RATE} npm run bench -- gossip\``,
+    `Command: \`BENCH_GOSSIP_NODES=${NODES} BENCH_GOSSIP_CHANGES=${CHANGES} BENCH_GOSSIP_RATE=${RATE} BENCH_GOSSIP_HEALS=${HEALS} npm run bench -- gossip\``,
     '',
-    table(['measure', 'result', 'goal / baseline'], [
-      [`${CHANGES} deploys at ${RATE}/s from random nodes: visible on all, p50`, `${fmt(percentile(p.latencies, 50))} ms`, 'raw gossipsub 22–31 ms'],
-      ['same, p99', `${fmt(percentile(p.latencies, 99))} ms`, '< 250 ms (raw gossipsub 246–385 ms)'],
-      ['same, max', `${fmt(p.latencies.at(-1) ?? NaN)} ms`, ''],
-      ['changes not visible everywhere within 30 s', String(p.missing), '0'],
-      ['CPU per change per node, above the idle fleet measured just before', `${fmt(p.cpuMsPerChange, 2)} ms`, 'raw gossipsub 5–9 ms per message'],
-      ['CPU of an idle node (heartbeats, pings, sync rounds)', `${fmt(p.idleCpuShare * 100, 1)} % of a core`, ''],
-      ['RSS per node, median / max', `${mb(percentile(p.rss, 50))} / ${mb(p.rss.at(-1) ?? NaN)} MiB`, '~90 MiB idle'],
-      ['fleet start until converged', `${fmt(p.startMs / 1000, 1)} s`, '10–17 s to listen'],
-      ...heals.map((ms, i): Array<string | number> => [`partition heal ${i + 1}: until identical heads`, `${fmt(ms)} ms`, '< 2 s']),
+    `Baseline: the same ${NODES} processes as bare libp2p nodes with our transport stack and gossipsub settings ` +
+      `(bench/gossip-raw-child.ts: fleet key, Noise, Yamux, mesh degree, scoring, async validation accepted at once), ` +
+      `each connected to every other, publishing one ${payloadBytes}-byte message per deploy (the size of our changes ` +
+      'message for one) — no catalog, anti-entropy, heartbeats or closeness pings. It ran first, then ours; ratios are ours / raw.',
+    '',
+    table(['measure', 'edgeproxy', 'raw gossipsub', 'ratio', 'goal'], [
+      [`${CHANGES} deploys at ${RATE}/s from random nodes: visible on all, p50`, ms(p50[0]), ms(p50[1]), ratio(p50[0], p50[1]), ''],
+      ['same, p99', ms(p99[0]), ms(p99[1]), ratio(p99[0], p99[1]), '< 250 ms'],
+      ['same, max', ms(max[0]), ms(max[1]), ratio(max[0], max[1]), ''],
+      ['changes not visible everywhere within 30 s', p.missing, raw.missing, '', '0'],
+      ['CPU per change per node, above the idle fleet measured just before', ms(p.cpuMsPerChange, 2), ms(raw.cpuMsPerChange, 2), ratio(p.cpuMsPerChange, raw.cpuMsPerChange), ''],
+      ['CPU of an idle node, % of a core (ours: heartbeats 2 s, pings and sync rounds 5 s; raw: gossipsub heartbeat 1 s, connection pings 10 s)',
+        fmt(p.idleCpuShare * 100, 2), fmt(raw.idleCpuShare * 100, 2), ratio(p.idleCpuShare, raw.idleCpuShare), ''],
+      ['RSS per node after the writes, median / max (ratio of medians)', `${mb(rss[0])} / ${mb(p.rss.at(-1) ?? NaN)} MiB`, `${mb(rss[1])} / ${mb(raw.rss.at(-1) ?? NaN)} MiB`, ratio(rss[0], rss[1]), ''],
+      ['fleet start until meshed (ours: and converged)', `${fmt(p.startMs / 1000, 1)} s`, `${fmt(raw.startMs / 1000, 1)} s`, ratio(p.startMs, raw.startMs), ''],
+      ...heals.map((h, i): Array<string | number> => [
+        `partition heal ${i + 1}: until identical heads`, ms(h), 'no heal: gossipsub keeps no history', `${fmt(h / HEAL_GOAL_MS, 2)}× the goal`, '< 2 s',
+      ]),
     ]),
   ]
   return lines.join('\n')
