@@ -22,6 +22,8 @@ const SUITES: Record<string, Suite> = {
   'proxy-tcp': { script: 'proxy-tcp' },
   autoscale: { script: 'autoscale' },
   backhaul: { script: 'backhaul' },
+  // 10 minutes of a two-node fleet (SOAK_MINUTES=1 for a quick check)
+  soak: { script: 'soak' },
 }
 
 /** Scripts run built (`npm run bench` builds first), as deployed code runs, in the package root. */

@@ -2,12 +2,13 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { type Proc, requireTools, runComparison, startBackend, startEdge, startNginx } from './proxy-common.js'
+import { freePort, haproxyHttpSections, type Proc, requireTools, runComparison, startBackend, startEdge, startHaproxy, startNginx } from './proxy-common.js'
 
 /**
- * HTTP/1.1 keep-alive small GET through edgeproxy vs nginx (issue 6 benchmark, shared/TOOLCHAIN.md §5):
- * one node:http backend, nginx (1 worker, upstream keepalive) and edgeproxy in front of it, everything
- * server-side pinned to core 0 and wrk to core 1, rounds interleaved; prints a markdown table of ratios.
+ * HTTP/1.1 keep-alive small GET through edgeproxy vs nginx and HAProxy (issue 6 and 11 benchmark, shared/TOOLCHAIN.md
+ * §5): one node:http backend, nginx (1 worker, upstream keepalive), HAProxy (1 thread, http-reuse) and edgeproxy
+ * in front of it, everything server-side pinned to core 0 and wrk to core 1, rounds interleaved; prints a
+ * markdown table of ratios to both baselines.
  *
  *   npx tsx bench/proxy-http.ts [--rounds 4] [--seconds 5] [--warmup 2] [--connections 50] [--bytes 11]
  */
@@ -21,7 +22,7 @@ const { values: args } = parseArgs({
   },
 })
 
-requireTools(['nginx', 'wrk', 'taskset'])
+requireTools(['nginx', 'haproxy', 'wrk', 'taskset'])
 const dir = mkdtempSync(join(tmpdir(), 'edgeproxy-bench-http-'))
 const BACKEND_ADDR = '127.66.250.1'
 const procs: Proc[] = []
@@ -44,20 +45,25 @@ try {
     }
   }`)
   procs.push(nginx)
+  const haproxyPort = await freePort()
+  const haproxy = await startHaproxy(join(dir, 'haproxy'), haproxyPort, haproxyHttpSections(`127.0.0.1:${haproxyPort}`, `${BACKEND_ADDR}:${backend.port}`, 'http'))
+  procs.push(haproxy)
   const edge = await startEdge(`app = "bench"\n[[services]]\ninternal_port = ${backend.port}\n[[services.ports]]\nport = 80\nhandlers = ["http"]\n`, [BACKEND_ADDR], { 80: 0 })
   procs.push(edge)
 
   console.log(runComparison({
-    title: `HTTP/1.1 keep-alive GET, ${args.bytes}-byte body, wrk -t1 -c${args.connections} -d${args.seconds}s, ${args.rounds} interleaved rounds (medians)`,
+    title: `HTTP/1.1 keep-alive GET through nginx, HAProxy and edgeproxy, ${args.bytes}-byte body, wrk -t1 -c${args.connections} -d${args.seconds}s, ${args.rounds} interleaved rounds (medians)`,
     targets: [
       { name: 'nginx', url: `http://127.0.0.1:${nginxPort}/`, pids: () => nginx.workers() },
+      { name: 'HAProxy', url: `http://127.0.0.1:${haproxyPort}/`, pids: () => [haproxy.pid] },
       { name: 'edgeproxy', url: `http://127.0.0.1:${edge.bound['80']}/`, pids: () => [edge.pid] },
     ],
+    baselines: 2,
     rounds: Number(args.rounds),
     seconds: Number(args.seconds),
     warmup: Number(args.warmup),
     connections: Number(args.connections),
-    // edgeproxy routes by Host; nginx ignores it
+    // edgeproxy routes by Host; nginx and HAProxy ignore it
     wrkExtra: ['-H', 'Host: bench.localhost'],
     metric: 'rps',
   }))

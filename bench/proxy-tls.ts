@@ -1,13 +1,13 @@
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { type Proc, requireTools, runComparison, startBackend, startEdge, startNginx } from './proxy-common.js'
+import { freePort, haproxyHttpSections, type Proc, requireTools, runComparison, startBackend, startEdge, startHaproxy, startNginx } from './proxy-common.js'
 
 /**
- * TLS-terminated HTTP/1.1 keep-alive small GET through edgeproxy vs nginx `listen ssl` (issue 6 benchmark),
- * both with an ECDSA P-256 certificate, TLS 1.3, the same backend.
+ * TLS-terminated HTTP/1.1 keep-alive small GET through edgeproxy vs nginx `listen ssl` and HAProxy `bind … ssl`
+ * (issue 6 and 11 benchmark), all with the same ECDSA P-256 certificate, TLS 1.3, the same backend.
  *
  *   npx tsx bench/proxy-tls.ts [--rounds 4] [--seconds 5] [--connections 50]
  */
@@ -20,7 +20,7 @@ const { values: args } = parseArgs({
   },
 })
 
-requireTools(['nginx', 'wrk', 'taskset', 'openssl'])
+requireTools(['nginx', 'haproxy', 'wrk', 'taskset', 'openssl'])
 const dir = mkdtempSync(join(tmpdir(), 'edgeproxy-bench-tls-'))
 const BACKEND_ADDR = '127.66.250.3'
 const procs: Proc[] = []
@@ -48,6 +48,12 @@ try {
     }
   }`)
   procs.push(nginx)
+  // HAProxy wants certificate and key in one file
+  writeFileSync(join(dir, 'haproxy.pem'), readFileSync(join(dir, 'cert.pem'), 'utf8') + readFileSync(join(dir, 'key.pem'), 'utf8'))
+  const haproxyPort = await freePort()
+  const haproxy = await startHaproxy(join(dir, 'haproxy'), haproxyPort,
+    haproxyHttpSections(`127.0.0.1:${haproxyPort} ssl crt ${join(dir, 'haproxy.pem')} ssl-min-ver TLSv1.2 alpn http/1.1`, `${BACKEND_ADDR}:${backend.port}`, 'https'))
+  procs.push(haproxy)
   const edge = await startEdge(`app = "bench"\n[http_service]\ninternal_port = ${backend.port}\n`, [BACKEND_ADDR], { 80: 0, 443: 0 })
   procs.push(edge)
 
@@ -55,8 +61,10 @@ try {
     title: `HTTPS (TLS 1.3, ECDSA P-256) keep-alive GET, 11-byte body, wrk -t1 -c${args.connections} -d${args.seconds}s, ${args.rounds} interleaved rounds (medians)`,
     targets: [
       { name: 'nginx', url: `https://127.0.0.1:${nginxPort}/`, pids: () => nginx.workers() },
+      { name: 'HAProxy', url: `https://127.0.0.1:${haproxyPort}/`, pids: () => [haproxy.pid] },
       { name: 'edgeproxy', url: `https://127.0.0.1:${edge.bound['443']}/`, pids: () => [edge.pid] },
     ],
+    baselines: 2,
     rounds: Number(args.rounds),
     seconds: Number(args.seconds),
     warmup: Number(args.warmup),
