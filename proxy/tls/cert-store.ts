@@ -2,7 +2,7 @@ import { createSecureContext, type SecureContext } from 'node:tls'
 import type { Logger } from 'pino'
 import type { CatalogEvent } from '../../schemas/catalog-events.js'
 import type { CertRecord } from '../../schemas/catalog-records.js'
-import { type PemPair, selfSignedCertificate } from './self-signed.js'
+import { selfSignedCertificate } from './self-signed.js'
 
 export interface CertStoreInit {
   /** Host names some app answers to: only these get their own self-signed certificate. */
@@ -16,10 +16,11 @@ export interface CertStoreInit {
  * The public ports' TLS floor (issue 11 item 10): TLS 1.2 and 1.3, and in TLS 1.2 only forward-secret
  * AEAD suites (Mozilla "intermediate"). Node's default list would also accept static-RSA key exchange
  * (AES128-SHA…: no forward secrecy, ROBOT-class oracles) and CBC suites as soon as a user adds an RSA
- * certificate. Every secure context and the server's default context use it.
+ * certificate. Every secure context uses it; the server's order of suites wins (as tls.Server's default).
  */
 export const PUBLIC_TLS = {
   minVersion: 'TLSv1.2',
+  honorCipherOrder: true,
   ciphers: [
     'TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256',
     'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES256-GCM-SHA384',
@@ -39,7 +40,6 @@ export class CertStore {
   private readonly contexts = new Map<string, SecureContext>()
   private readonly selfSigned = new Map<string, Promise<SecureContext>>()
   private fallback: SecureContext | undefined
-  private fallbackPem: PemPair | undefined
   private readonly maxSelfSigned: number
 
   constructor(private readonly init: CertStoreInit) {
@@ -48,20 +48,14 @@ export class CertStore {
 
   /** Generates the fallback certificate; call before the first handshake. */
   async start(): Promise<void> {
-    if (this.fallbackPem !== undefined) return
-    this.fallbackPem = await selfSignedCertificate(FALLBACK_HOSTNAME)
-    this.fallback = createSecureContext({ cert: this.fallbackPem.certPem, key: this.fallbackPem.keyPem, ...PUBLIC_TLS })
+    if (this.fallback !== undefined) return
+    const pem = await selfSignedCertificate(FALLBACK_HOSTNAME)
+    this.fallback = createSecureContext({ cert: pem.certPem, key: pem.keyPem, ...PUBLIC_TLS })
   }
 
   get defaultContext(): SecureContext {
     if (this.fallback === undefined) throw new Error('CertStore.start() was not awaited')
     return this.fallback
-  }
-
-  /** The fallback as PEM: a tls.Server builds its own default context from key/cert options. */
-  get defaultPem(): PemPair {
-    if (this.fallbackPem === undefined) throw new Error('CertStore.start() was not awaited')
-    return this.fallbackPem
   }
 
   load(certs: readonly CertRecord[]): void {
@@ -80,7 +74,7 @@ export class CertStore {
     }
   }
 
-  /** SNICallback: the context for a server name. Never fails the handshake for a missing certificate. */
+  /** The context for a ClientHello's server name (handlers/tls-front.ts). Never fails the handshake for a missing certificate. */
   select(servername: string | undefined, cb: (err: Error | null, ctx?: SecureContext) => void): void {
     const name = servername?.toLowerCase() ?? ''
     const added = name === '' ? undefined : this.added(name)
