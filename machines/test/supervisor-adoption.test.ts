@@ -171,7 +171,13 @@ test('a pid file whose pid now belongs to another process is not trusted: that p
   const stranger = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore', detached: true })
   await new Promise((resolve) => stranger.once('spawn', resolve))
   pids.push(stranger.pid!)
-  cleanup.push(async () => { stranger.kill('SIGKILL') })
+  cleanup.push(async () => {
+    // wait for it to be gone: the survivor check below reads /proc right after, and a signal is not a death
+    if (stranger.exitCode !== null || stranger.signalCode !== null) return
+    const gone = new Promise((resolve) => stranger.once('exit', resolve))
+    stranger.kill('SIGKILL')
+    await gone
+  })
   const startTime = readProcStat(stranger.pid!)!.startTime
   await mkdir(join(dir, 'machines', m.id), { recursive: true })
   await writeFile(join(dir, 'machines', m.id, 'machine.json'), JSON.stringify({
