@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net'
 import { EdgeProxyError } from '../../schemas/errors.js'
-import type { ConnectFacts } from '../machine-connector.js'
+import type { ConnectFacts, MachineReadSink } from '../machine-connector.js'
 import type { ClientInfo, ListenerState, ProxyContext, Session } from '../proxy-context.js'
 import { newRequestId } from '../request-id.js'
 import type { RoutingHints } from '../routing/balancer.js'
@@ -27,6 +27,8 @@ export interface StreamCtx {
   tConnected: number
   error?: EdgeProxyError
   closed: boolean
+  /** Machine → client bytes without a Buffer per read, on direct connections (forwardSink). */
+  readonly sink: MachineReadSink
 }
 
 /** One Machine retry when the first refuses (issue 6, FLY-SPEC §3 step 7). */
@@ -34,7 +36,7 @@ const MAX_ATTEMPTS = 2
 
 /** route → connect → forward → finish for a stream (DESIGN §4); never throws. */
 export async function handleStream(client: Socket, info: ClientInfo, listener: ListenerState, dialect: StreamCtx['dialect'], deps: ProxyContext): Promise<void> {
-  const ctx: StreamCtx = { id: newRequestId(deps.region), startedAt: Date.now(), t0: performance.now(), tConnected: 0, client, info, listener, dialect, closed: false }
+  const ctx: StreamCtx = { id: newRequestId(deps.region), startedAt: Date.now(), t0: performance.now(), tConnected: 0, client, info, listener, dialect, closed: false, sink: forwardSink(client) }
   const session = streamSession(ctx, deps)
   try {
     const route = routeStream(ctx, deps)
@@ -113,7 +115,7 @@ async function connectWithRetry(ctx: StreamCtx, route: PortRoute, deps: ProxyCon
     ctx.cand = cand
     try {
       // the PROXY header is written by whoever connects to the Machine: here, or the worker across the backhaul
-      const facts: ConnectFacts = { client: ctx.info, proxyProto: route.port.proxy_proto_options?.version, reqId: ctx.id }
+      const facts: ConnectFacts = { client: ctx.info, proxyProto: route.port.proxy_proto_options?.version, reqId: ctx.id, readSink: ctx.sink }
       const upstream = await connectOnce(cand, route.service.config.internal_port, facts, deps)
       if (ctx.closed) { upstream.destroy(); throw new EdgeProxyError('EP_BAD_REQUEST', 'client went away') }
       return upstream
@@ -147,9 +149,33 @@ function forward(ctx: StreamCtx, upstream: Socket, deps: ProxyContext): Promise<
     // a reset on one side resets the other; a FIN is passed on as a FIN (pipe ends the destination)
     upstream.on('close', () => { if (!client.writableEnded) client.destroySoon() })
     client.pipe(upstream)
-    upstream.pipe(client)
+    if (ctx.sink.socket === upstream) upstream.once('end', () => client.end()) // the sink copies; a FIN follows
+    else upstream.pipe(client)
     client.resume()
   })
+}
+
+/** Reads per stream connection, of the Machine's bytes (net's own default). */
+const SINK_BYTES = 64 * 1024
+
+/**
+ * forward, Machine → client, on a direct connection: each read lands in one buffer per stream and is
+ * written to the client at once. A write the kernel takes whole leaves the buffer free for the next read;
+ * one it does not (the client is slow) still holds the buffer, so reading stops until that write is done —
+ * the same back-pressure as pipe(), without a new Buffer per read.
+ */
+function forwardSink(client: Socket): MachineReadSink {
+  const sink: MachineReadSink = {
+    buffer: Buffer.allocUnsafe(SINK_BYTES),
+    callback(n, buf) {
+      if (client.destroyed) return false
+      client.write(buf.subarray(0, n), (err) => { if (err == null && sink.socket?.isPaused() === true) sink.socket.resume() })
+      if (client.writableLength === 0) return true
+      sink.socket?.pause()
+      return false
+    },
+  }
+  return sink
 }
 
 function finish(ctx: StreamCtx, deps: ProxyContext, session: Session): void {

@@ -39,6 +39,28 @@ test('raw TCP: bytes go both ways untouched and a half-close is passed on', asyn
   client.destroy()
 })
 
+test('raw TCP: a slow client gets every byte of a large answer, in order', async () => {
+  h = await startHarness()
+  const answer = randomBytes(24 * 1024 * 1024)
+  const { port, machines } = await h.tcpMachines(1, (s) => { s.end(answer) })
+  await h.deploy(tcpApp(port, 7000, ''))
+  await h.addMachine('tcp', machines[0])
+  const client = connect({ host: '127.0.0.1', port: h.port(7000) })
+  const hash = createHash('sha256')
+  let got = 0
+  let reads = 0
+  // reads in short bursts with pauses, so the proxy's writes to it back up again and again
+  client.on('data', (c: Buffer) => {
+    hash.update(c)
+    got += c.length
+    if (++reads % 8 === 0) { client.pause(); setTimeout(() => client.resume(), 5) }
+  })
+  await once(client, 'end')
+  expect(got).toBe(answer.length)
+  expect(hash.digest('hex')).toBe(createHash('sha256').update(answer).digest('hex'))
+  client.destroy()
+})
+
 test('tls without http: TLS is terminated and the plaintext stream reaches the Machine (openssl s_client)', async () => {
   h = await startHarness()
   const { port, machines } = await h.tcpMachines(1, (s) => {
