@@ -158,7 +158,7 @@ try {
   console.log(`### Autostart (issue 8): ${SAMPLES} cold starts and resumes, ${BURSTS} bursts of ${BURST} requests; node pinned to core 0, catalog fsync ${process.env.BENCH_FSYNC === '0' ? 'off' : 'on'}\n`)
   console.log(table(['measurement', 'p50 ms', 'p99 ms', 'n', 'goal'], [
     row('cold start: first byte − the Machine\'s own ready time', overhead, '< 20 ms'),
-    row('… of which: the supervisor\'s readiness check sees it ready (probe backoff up to 50 ms)', recorded),
+    row('… of which: the supervisor\'s readiness check sees it ready (readiness probe every 5 ms)', recorded),
     row('… of which: the catalog write of that readiness → the request reaches the Machine (LevelDB batch, routing index, connect, forward)', routed),
     row('… of which: the Machine\'s first response → first byte at the client', answered),
     row('cold start: request → first byte', total),

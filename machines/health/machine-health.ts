@@ -15,7 +15,7 @@ export interface HealthOptions {
   readinessPollMs: number
 }
 
-export const DEFAULT_HEALTH_OPTIONS: HealthOptions = { failureThreshold: 1, successThreshold: 1, readinessPollMs: 10 }
+export const DEFAULT_HEALTH_OPTIONS: HealthOptions = { failureThreshold: 1, successThreshold: 1, readinessPollMs: 5 }
 
 export interface HealthState {
   checks: Record<string, CheckStatus>
