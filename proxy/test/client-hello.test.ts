@@ -5,6 +5,7 @@ import { createServer, type Socket } from 'node:net'
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { type HelloScan, MAX_HELLO_BYTES, scanClientHello } from '../tls/client-hello.js'
+import { refragment } from './tls-records.js'
 
 /**
  * The ClientHello scanner (tls/client-hello.ts) on hellos captured from real clients — node:tls and
@@ -90,16 +91,6 @@ function expectEverySplit(hello: Buffer, name: string | undefined): void {
   }
 }
 
-/** The same handshake message, cut into records of at most `size` bytes (the record header repeated). */
-function refragment(hello: Buffer, size: number): Buffer {
-  const message = hello.subarray(5, 5 + hello.readUInt16BE(3))
-  const records: Buffer[] = []
-  for (let at = 0; at < message.length; at += size) {
-    const part = message.subarray(at, at + size)
-    records.push(Buffer.from([0x16, hello[1], hello[2], part.length >> 8, part.length & 0xff]), part)
-  }
-  return Buffer.concat(records)
-}
 
 describe('hellos from real clients', () => {
   const cases: Array<[string, () => Promise<Buffer>, string | undefined]> = [

@@ -14,24 +14,35 @@ export interface PgCluster {
   stop(): Promise<void>
 }
 
-function pgBin(): string {
+/** The newest installed PostgreSQL's bin folder (Debian: /usr/lib/postgresql/<major>/bin). */
+export function pgBin(): string {
   const versions = readdirSync('/usr/lib/postgresql').sort((a, b) => Number(a) - Number(b))
   return join('/usr/lib/postgresql', versions[versions.length - 1], 'bin')
 }
 
-export async function startPostgres(host: string, port: number): Promise<PgCluster> {
-  const bin = pgBin()
-  const root = mkdtempSync(join(tmpdir(), 'edgeproxy-pg-'))
+/** Runs a PostgreSQL tool as the postgres user (the server refuses to run as root). */
+export function asPostgres(args: string[]): ReturnType<typeof run> {
+  return run('runuser', ['-u', 'postgres', '--', ...args], { timeoutMs: 60_000 })
+}
+
+/** A fresh database folder `<root>/data`, owned by the postgres user and initdb'd; the caller removes `root`. */
+export async function initPostgresData(prefix: string): Promise<{ root: string; data: string }> {
+  const root = mkdtempSync(join(tmpdir(), prefix))
   const data = join(root, 'data')
   const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim())
   const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim())
   chownSync(root, uid, gid)
-  const asPostgres = (args: string[]) => run('runuser', ['-u', 'postgres', '--', ...args], { timeoutMs: 60_000 })
-  const init = await asPostgres([join(bin, 'initdb'), '-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C.UTF-8'])
+  const init = await asPostgres([join(pgBin(), 'initdb'), '-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C.UTF-8'])
   if (init.code !== 0) {
     rmSync(root, { recursive: true, force: true })
     throw new Error(`initdb failed: ${init.stderr}`)
   }
+  return { root, data }
+}
+
+export async function startPostgres(host: string, port: number): Promise<PgCluster> {
+  const bin = pgBin()
+  const { root, data } = await initPostgresData('edgeproxy-pg-')
   const start = await asPostgres([join(bin, 'pg_ctl'), '-D', data, '-l', join(data, 'server.log'), '-w', '-o',
     `-c listen_addresses=${host} -p ${port} -k ${data} -c ssl=off -c fsync=off`, 'start'])
   if (start.code !== 0) {

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { opensslCert } from '../../test/helpers/certs.js'
 import { tempDir } from '../../test/helpers/temp-dir.js'
 import { startHarness, type Harness } from './harness.js'
+import { refragment } from './tls-records.js'
 import { run } from './tools.js'
 
 /**
@@ -283,16 +284,6 @@ function slicingTransport(port: number, split: (hello: Buffer) => Buffer[]): Dup
   return transport
 }
 
-/** The same handshake message re-cut into records of at most `size` bytes. */
-function refragment(hello: Buffer, size: number): Buffer {
-  const message = hello.subarray(5, 5 + hello.readUInt16BE(3))
-  const records: Buffer[] = []
-  for (let at = 0; at < message.length; at += size) {
-    const part = message.subarray(at, at + size)
-    records.push(Buffer.from([0x16, hello[1], hello[2], part.length >> 8, part.length & 0xff]), part)
-  }
-  return Buffer.concat([...records, hello.subarray(5 + message.length)])
-}
 
 const cutAt = (b: Buffer, ...at: number[]): Buffer[] => [0, ...at].map((from, i) => b.subarray(from, i < at.length ? at[i] : b.length))
 

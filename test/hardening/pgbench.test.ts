@@ -1,10 +1,10 @@
-import { execFile, execFileSync } from 'node:child_process'
-import { chownSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { request } from 'undici'
 import { afterAll, beforeAll, expect, test } from 'vitest'
 import type { MachineRecord } from '../../schemas/catalog-records.js'
+import { initPostgresData, pgBin } from '../../proxy/test/postgres-cluster.js'
+import { run } from '../../proxy/test/tools.js'
 import { DaemonFleet, metric } from './helpers/daemon-fleet.js'
 
 /**
@@ -22,20 +22,6 @@ let pgRoot: string | undefined
 let machine: MachineRecord
 let port = 0
 
-function pgBin(): string {
-  const versions = readdirSync('/usr/lib/postgresql').sort((a, b) => Number(a) - Number(b))
-  return join('/usr/lib/postgresql', versions[versions.length - 1], 'bin')
-}
-
-function run(cmd: string, args: string[], timeoutMs: number): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout: String(stdout), stderr: String(stderr) })
-    })
-    child.stdin?.destroy()
-  })
-}
-
 async function proxyMetrics(): Promise<{ sslRequests: number; handshakes: number; handshakeFailures: number }> {
   const text = await (await request(`${fleet.node('pg-1').api}/metrics`, { headersTimeout: 10_000, bodyTimeout: 10_000 })).body.text()
   return {
@@ -47,13 +33,9 @@ async function proxyMetrics(): Promise<{ sslRequests: number; handshakes: number
 
 beforeAll(async () => {
   // a database folder the postgres user owns (shared/TOOLCHAIN.md §2); the supervisor runs the server
-  pgRoot = mkdtempSync(join(tmpdir(), 'edgeproxy-pgbench-'))
-  const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim())
-  const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim())
-  chownSync(pgRoot, uid, gid)
-  const data = join(pgRoot, 'data')
-  const init = await run('runuser', ['-u', 'postgres', '--', join(pgBin(), 'initdb'), '-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C.UTF-8'], 60_000)
-  if (init.code !== 0) throw new Error(`initdb failed: ${init.stderr}`)
+  const pg = await initPostgresData('edgeproxy-pgbench-')
+  pgRoot = pg.root
+  const data = pg.data
 
   await fleet.init()
   await fleet.start({ name: 'pg-1', region: 'ams', roles: 'edge,worker', extra: ['--no-fsync'] })
@@ -82,7 +64,7 @@ function summary(out: string): { processed: number; failed: number | undefined; 
 
 test('the database behind pg_tls sees plaintext from its Machine address; the client had TLS to edgeproxy', async () => {
   const before = await proxyMetrics()
-  const r = await run('psql', [conninfo(), '-At', '-c', 'select ssl from pg_stat_ssl where pid = pg_backend_pid()', '-c', `select current_setting('listen_addresses')`], 30_000)
+  const r = await run('psql', [conninfo(), '-At', '-c', 'select ssl from pg_stat_ssl where pid = pg_backend_pid()', '-c', `select current_setting('listen_addresses')`], { timeoutMs: 30_000 })
   expect(r.stderr).toBe('')
   expect(r.code).toBe(0)
   expect(r.stdout.trim().split('\n')).toEqual(['f', machine.privateAddr])
@@ -90,18 +72,18 @@ test('the database behind pg_tls sees plaintext from its Machine address; the cl
   expect(after.sslRequests - before.sslRequests).toBe(1)
   expect(after.handshakes - before.handshakes).toBe(1)
   // and the same server refuses a client that insists on plaintext: TLS is not optional on this port
-  const plain = await run('psql', [conninfo().replace('sslmode=require', 'sslmode=disable'), '-c', 'select 1'], 30_000)
+  const plain = await run('psql', [conninfo().replace('sslmode=require', 'sslmode=disable'), '-c', 'select 1'], { timeoutMs: 30_000 })
   expect(plain.code).not.toBe(0)
   expect(plain.stderr).toContain('this port requires TLS')
 })
 
 test(`pgbench -c 8 -j 2 for ${BENCH_SECONDS} s through pg_tls: 0 failed transactions, progress every interval`, async () => {
-  const init = await run('pgbench', ['-i', '-s', '2', '-q', conninfo()], 120_000)
+  const init = await run('pgbench', ['-i', '-s', '2', '-q', conninfo()], { timeoutMs: 120_000 })
   expect(init.stderr).toMatch(/done in/)
   expect(init.code).toBe(0)
 
   const before = await proxyMetrics()
-  const bench = await run('pgbench', ['-c', '8', '-j', '2', '-T', String(BENCH_SECONDS), '-P', '10', conninfo()], (BENCH_SECONDS + 60) * 1000)
+  const bench = await run('pgbench', ['-c', '8', '-j', '2', '-T', String(BENCH_SECONDS), '-P', '10', conninfo()], { timeoutMs: (BENCH_SECONDS + 60) * 1000 })
   const after = await proxyMetrics()
   const out = `${bench.stdout}${bench.stderr}`
   console.log(`pgbench ${BENCH_SECONDS} s:\n${out}`)
@@ -122,7 +104,7 @@ test(`pgbench -c 8 -j 2 for ${BENCH_SECONDS} s through pg_tls: 0 failed transact
 
 test(`pgbench -C (a new TLS connection per transaction) for ${CONNECT_SECONDS} s: 0 failed, every transaction its own handshake`, async () => {
   const before = await proxyMetrics()
-  const bench = await run('pgbench', ['-C', '-c', '4', '-j', '2', '-T', String(CONNECT_SECONDS), '-P', '5', '-S', conninfo()], (CONNECT_SECONDS + 60) * 1000)
+  const bench = await run('pgbench', ['-C', '-c', '4', '-j', '2', '-T', String(CONNECT_SECONDS), '-P', '5', '-S', conninfo()], { timeoutMs: (CONNECT_SECONDS + 60) * 1000 })
   const after = await proxyMetrics()
   const out = `${bench.stdout}${bench.stderr}`
   console.log(`pgbench -C ${CONNECT_SECONDS} s:\n${out}`)

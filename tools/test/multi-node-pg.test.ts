@@ -1,9 +1,9 @@
-import { execFile, execFileSync } from 'node:child_process'
-import { chownSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, expect, test } from 'vitest'
 import type { MachineRecord } from '../../schemas/catalog-records.js'
+import { initPostgresData, pgBin } from '../../proxy/test/postgres-cluster.js'
+import { run } from '../../proxy/test/tools.js'
 import { waitFor } from '../../test/helpers/wait-for.js'
 import { json, MultiNodeFleet } from './multi-node-harness.js'
 
@@ -16,29 +16,11 @@ const fleet = new MultiNodeFleet({ rtt: [['ams-1', 'iad-1', 20]] })
 let pgRoot: string | undefined
 let machine: MachineRecord
 
-function pgBin(): string {
-  const versions = readdirSync('/usr/lib/postgresql').sort((a, b) => Number(a) - Number(b))
-  return join('/usr/lib/postgresql', versions[versions.length - 1], 'bin')
-}
-
-function run(cmd: string, args: string[], timeoutMs = 30_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = execFile(cmd, args, { timeout: timeoutMs }, (err, stdout, stderr) => {
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout: String(stdout), stderr: String(stderr) })
-    })
-    child.stdin?.destroy()
-  })
-}
-
 beforeAll(async () => {
   // a database folder the postgres user owns (TOOLCHAIN §2); the worker's supervisor runs the server
-  pgRoot = mkdtempSync(join(tmpdir(), 'edgeproxy-pg-multinode-'))
-  const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim())
-  const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim())
-  chownSync(pgRoot, uid, gid)
-  const data = join(pgRoot, 'data')
-  const init = await run('runuser', ['-u', 'postgres', '--', join(pgBin(), 'initdb'), '-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C.UTF-8'], 60_000)
-  if (init.code !== 0) throw new Error(`initdb failed: ${init.stderr}`)
+  const pg = await initPostgresData('edgeproxy-pg-multinode-')
+  pgRoot = pg.root
+  const data = pg.data
 
   await fleet.init()
   await fleet.start('ams-1', 'ams', 'edge')
@@ -58,15 +40,15 @@ afterAll(async () => {
 test('psql with sslmode=require at the ams edge reaches PostgreSQL on iad-1 over the backhaul', async () => {
   const port = await fleet.node('ams-1').publicPort(5432)
   const conninfo = `host=127.0.0.1 port=${port} user=postgres dbname=postgres sslmode=require connect_timeout=10`
-  const r = await run('psql', [conninfo, '-At', '-c', 'select ssl from pg_stat_ssl where pid = pg_backend_pid()', '-c', `select current_setting('listen_addresses')`, '-c', 'select 40 + 2'])
+  const r = await run('psql', [conninfo, '-At', '-c', 'select ssl from pg_stat_ssl where pid = pg_backend_pid()', '-c', `select current_setting('listen_addresses')`, '-c', 'select 40 + 2'], { timeoutMs: 30_000 })
   expect(r.stderr).toBe('')
   expect(r.code).toBe(0)
   // the client had TLS to the edge (sslmode=require succeeded); the database, on iad-1's Machine address, saw plaintext
   expect(r.stdout.trim().split('\n')).toEqual(['f', machine.privateAddr, '42'])
 
-  const init = await run('pgbench', ['-i', '-s', '1', '-q', conninfo], 60_000)
+  const init = await run('pgbench', ['-i', '-s', '1', '-q', conninfo], { timeoutMs: 60_000 })
   expect(init.code).toBe(0)
-  const bench = await run('pgbench', ['-c', '4', '-j', '2', '-T', '2', conninfo], 60_000)
+  const bench = await run('pgbench', ['-c', '4', '-j', '2', '-T', '2', conninfo], { timeoutMs: 60_000 })
   expect(bench.code).toBe(0)
   expect(bench.stdout).toMatch(/number of failed transactions: 0 /)
   expect(Number(/number of transactions actually processed: (\d+)/.exec(bench.stdout)?.[1])).toBeGreaterThan(20)
