@@ -28,17 +28,17 @@ export interface ConnectFacts {
   readonly proxyProto?: 'v1' | 'v2'
   readonly reqId?: string
   /**
-   * A direct connection reads the Machine's bytes into this sink's one buffer (net.connect `onread`) instead
-   * of a fresh 64 KiB Buffer per read: a relay that copies them straight out saves the allocation and the GC
-   * (2.4× less CPU per relayed GiB, bench notes in docs/benchmarks.md). Set `socket` tells the caller that
-   * the sink is in use; a backhaul stream ignores it and emits 'data' as usual.
+   * A direct connection reads the Machine's bytes into one buffer of its own (net.connect `onread`, 64 KiB,
+   * net's read size) and hands each read to this sink, instead of a fresh Buffer per read: a relay that
+   * copies them straight out saves the allocation and the GC (2.4× less CPU per relayed GiB, bench notes in
+   * docs/benchmarks.md). A set `socket` tells the caller that the sink is in use; a backhaul stream ignores
+   * it and emits 'data' as usual.
    */
   readonly readSink?: MachineReadSink
 }
 
 export interface MachineReadSink {
-  readonly buffer: Buffer
-  /** Gets each read; returns false to stop reading until the caller resumes the socket. */
+  /** Gets each read (valid until it returns true); returns false to stop reading until the caller resumes the socket. */
   readonly callback: (n: number, buf: Buffer) => boolean
   /** The connected socket that reads into the sink (set by the connector). */
   socket?: Socket
@@ -48,6 +48,9 @@ export interface DirectConnectorInit {
   /** A Machine that does not accept within this time is unreachable. */
   connectTimeoutMs?: number
 }
+
+/** Bytes per read into a MachineReadSink's buffer (net's own default read size). */
+const READ_BYTES = 64 * 1024
 
 /** Connects straight to `privateAddr:port` (every Machine is local on one host). */
 export function directConnector(init: DirectConnectorInit = {}): MachineConnector {
@@ -60,7 +63,7 @@ export function directConnector(init: DirectConnectorInit = {}): MachineConnecto
         return
       }
       const sink = facts?.readSink
-      const socket = connect({ host, port, noDelay: true, ...(sink === undefined ? {} : { onread: { buffer: sink.buffer, callback: sink.callback } }) })
+      const socket = connect({ host, port, noDelay: true, ...(sink === undefined ? {} : { onread: { buffer: Buffer.allocUnsafe(READ_BYTES), callback: sink.callback } }) })
       let settled = false
       const finish = (err: EdgeProxyError | undefined): void => {
         if (settled) return

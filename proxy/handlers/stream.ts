@@ -155,18 +155,14 @@ function forward(ctx: StreamCtx, upstream: Socket, deps: ProxyContext): Promise<
   })
 }
 
-/** Reads per stream connection, of the Machine's bytes (net's own default). */
-const SINK_BYTES = 64 * 1024
-
 /**
- * forward, Machine → client, on a direct connection: each read lands in one buffer per stream and is
+ * forward, Machine → client, on a direct connection: each read lands in the connection's one buffer and is
  * written to the client at once. A write the kernel takes whole leaves the buffer free for the next read;
  * one it does not (the client is slow) still holds the buffer, so reading stops until that write is done —
  * the same back-pressure as pipe(), without a new Buffer per read.
  */
 function forwardSink(client: Socket): MachineReadSink {
   const sink: MachineReadSink = {
-    buffer: Buffer.allocUnsafe(SINK_BYTES),
     callback(n, buf) {
       if (client.destroyed) return false
       client.write(buf.subarray(0, n), (err) => { if (err == null && sink.socket?.isPaused() === true) sink.socket.resume() })
