@@ -1,4 +1,6 @@
 import '../tools/polyfills.js'
+import { writeFile } from 'node:fs/promises'
+import { Session } from 'node:inspector'
 import pino from 'pino'
 import { openCatalog } from '../catalog/index.js'
 import { digestHash } from '../gossip/digest.js'
@@ -27,6 +29,8 @@ export type ToChild =
   | { type: 'dial'; addrs: string[] }
   | { type: 'digest'; id: number }
   | { type: 'stats'; id: number }
+  /** CPU profile of the next `ms` into `file` (node:inspector), for finding where an idle or busy node spends. */
+  | { type: 'profile'; id: number; ms: number; file: string }
   | { type: 'stop' }
 
 export type FromChild =
@@ -34,6 +38,7 @@ export type FromChild =
   | { type: 'wrote'; app: string; t: number }
   | { type: 'seen'; app: string; t: number }
   | { type: 'digest'; id: number; hash: string }
+  | { type: 'profiled'; id: number }
   | { type: 'stats'; id: number; rss: number; heapUsed: number; cpuMs: number; peers: number; meshPeers: number; nodesUp: number; gossip: Record<string, unknown> }
 
 const cfg = JSON.parse(process.argv[2] ?? '{}') as GossipChildConfig
@@ -84,10 +89,31 @@ async function handle(m: ToChild): Promise<void> {
       send({ type: 'stats', id: m.id, rss: mem.rss, heapUsed: mem.heapUsed, cpuMs: (cpu.user + cpu.system) / 1000, peers: s.peers, meshPeers: s.meshPeers, nodesUp: s.nodesUp, gossip: { ...s } })
       break
     }
+    case 'profile':
+      await cpuProfile(m.ms, m.file)
+      send({ type: 'profiled', id: m.id })
+      break
     case 'stop':
       await gossip.stop()
       await catalog.close()
       process.exit(0)
+  }
+}
+
+async function cpuProfile(ms: number, file: string): Promise<void> {
+  const session = new Session()
+  session.connect()
+  const post = (method: string, params?: object) => new Promise<unknown>((resolve, reject) => {
+    session.post(method, params, (err, r) => { if (err === null) resolve(r); else reject(err) })
+  })
+  try {
+    await post('Profiler.enable')
+    await post('Profiler.start')
+    await new Promise((resolve) => setTimeout(resolve, ms))
+    const { profile } = await post('Profiler.stop') as { profile: unknown }
+    await writeFile(file, JSON.stringify(profile))
+  } finally {
+    session.disconnect()
   }
 }
 

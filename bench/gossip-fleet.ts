@@ -36,7 +36,7 @@ export class BenchNode {
   send(m: ToChild): void { this.child.send(m) }
 
   /** Resolves the answer that carries this request's id. */
-  async ask<T extends FromChild>(m: { type: 'digest' | 'stats' }, timeoutMs = 10_000): Promise<T> {
+  async ask<T extends FromChild>(m: { type: 'digest' | 'stats' } | { type: 'profile'; ms: number; file: string }, timeoutMs = 10_000): Promise<T> {
     const id = this.nextId++
     return await new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => { this.waiting.delete(id); reject(new Error(`${this.name} did not answer ${m.type}`)) }, timeoutMs)

@@ -41,7 +41,8 @@ export async function gossipBench(): Promise<string> {
     const payloadBytes = await changesMessageBytes(join(dir.path, 'probe'))
     // the baseline first, then ours, with the same N, CHANGES and RATE on the same machine
     process.stderr.write(`  baseline: raw gossipsub, ${payloadBytes}-byte messages\n`)
-    const raw = await propagationPhase('raw', join(dir.path, 'raw'), fleetKeyPath, payloadBytes)
+    // BENCH_GOSSIP_RAW=0 skips the baseline while iterating on ours (the report then has no ratios)
+    const raw = process.env.BENCH_GOSSIP_RAW === '0' ? NO_BASELINE : await propagationPhase('raw', join(dir.path, 'raw'), fleetKeyPath, payloadBytes)
     process.stderr.write('  edgeproxy gossip\n')
     const ours = await propagationPhase('edgeproxy', join(dir.path, 'a'), fleetKeyPath, payloadBytes)
     const heal = HEALS > 0 ? await healPhase(join(dir.path, 'b'), fleetKeyPath) : []
@@ -68,6 +69,7 @@ async function changesMessageBytes(dataDir: string): Promise<number> {
 }
 
 interface Propagation { latencies: number[]; missing: number; rss: number[]; cpuMsPerChange: number; idleCpuShare: number; startMs: number }
+const NO_BASELINE: Propagation = { latencies: [], missing: NaN, rss: [], cpuMsPerChange: NaN, idleCpuShare: NaN, startMs: NaN }
 
 /**
  * `edgeproxy`: daemon-like nodes (gossip-child.ts), started until their catalogs converged. `raw`: bare libp2p +

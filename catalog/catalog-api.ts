@@ -128,6 +128,8 @@ export interface CatalogReplica {
   readonly nodeName: string
   /** docId → sorted heads of every document this node holds (from memory; no I/O). */
   digest(): Map<DocId, string[]>
+  /** 32 bytes summarising digest() (catalog/digest-hash.ts); kept current per change, O(1) to read. */
+  digestHash(): Uint8Array
   /** Changes made on this node, as soon as they are durable. */
   onLocalChange(listener: (docId: DocId, changes: Uint8Array[]) => void): Subscription
   /** Apply changes received from a peer; validates, persists and emits events in one batch. */

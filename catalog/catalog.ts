@@ -103,6 +103,7 @@ class LevelCatalog implements Catalog {
       if (b.state !== undefined) this.seedReadModel(b.state)
     }
     this.state.seq = this.events.lastSeq
+    for (const state of this.registry.states.values()) this.registry.refreshDigest(state)
     for (const b of scan.broken) {
       this.log.error({ docId: b.docId, reason: b.reason }, 'catalog document quarantined at start-up')
       await this.pipeline.submit({ type: 'quarantine', docId: b.docId, reason: b.reason })
@@ -292,6 +293,10 @@ class LevelCatalog implements Catalog {
   }
 
   // ---- replica ----
+
+  digestHash(): Uint8Array {
+    return this.registry.digestHash.current()
+  }
 
   digest(): Map<DocId, string[]> {
     const out = new Map<DocId, string[]>()

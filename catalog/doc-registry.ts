@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import * as A from '@automerge/automerge'
 import type { DocId } from '../schemas/catalog-records.js'
 import { EdgeProxyError } from '../schemas/errors.js'
+import { DigestHashAccumulator } from './digest-hash.js'
 import { appDocKind } from './docs/app-doc.js'
 import { certDocKind } from './docs/cert-doc.js'
 import type { DocKind } from './docs/doc-kind.js'
@@ -52,6 +53,8 @@ const ROOT_ACTOR = '00'
 
 export class DocRegistry {
   readonly states = new Map<DocId, DocState>()
+  /** The digest hash, kept current per durable document (catalog/digest-hash.ts). */
+  readonly digestHash = new DigestHashAccumulator()
   private readonly loaded = new Map<DocId, A.Doc<unknown>>()
   private readonly loading = new Map<DocId, Promise<A.Doc<unknown>>>()
 
@@ -64,6 +67,11 @@ export class DocRegistry {
       Object.assign(d, kind.rootFields(docId))
     })
     return A.clone(root, { actor: this.actor })
+  }
+
+  /** Brings the digest hash up to date with `state`'s durable heads (after a batch, or at open). */
+  refreshDigest(state: DocState): void {
+    this.digestHash.set(state.docId, state.persisted && !state.quarantined ? [...state.durableHeads].sort() : undefined)
   }
 
   /** State of a document, created in memory (not yet persisted) when `create` is set. */

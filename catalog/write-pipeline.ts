@@ -158,6 +158,7 @@ export class WritePipeline {
     for (const { state } of before.values()) {
       state.persisted = state.persisted || !state.quarantined
       state.durableHeads = state.heads
+      this.registry.refreshDigest(state)
     }
     const published = staged.flatMap((s) => s.result.events)
     try {

@@ -2,6 +2,7 @@ import type { Connection, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from 'pino'
 import { GOSSIP_LIMITS } from '../schemas/gossip-messages.js'
+import type { DigestWatch } from './digest-watch.js'
 import type { GossipLibp2p } from './libp2p-node.js'
 import type { GossipCounters } from './stats.js'
 import { SyncChannel, SyncProtocolError } from './sync-channel.js'
@@ -17,8 +18,6 @@ import { Throttle } from './throttle.js'
 export const SYNC_PROTOCOL = '/edgeproxy/sync/1'
 const RETRIES = 4
 const RETRY_BASE_MS = 150
-/** At most one spread per this long, so that a busy fleet does not turn every sync into three more. */
-const SPREAD_EVERY_MS = 500
 const STOP_WAIT_MS = 2_000
 
 export interface AntiEntropyOptions {
@@ -40,6 +39,8 @@ export interface AntiEntropyDeps {
   replica: SyncReplica
   log: Logger
   counters: GossipCounters
+  /** What peers' heartbeats say of their digests: the interval round visits only peers that may differ. */
+  digests: Pick<DigestWatch, 'mayDiffer' | 'level'>
 }
 
 export class AntiEntropy {
@@ -52,7 +53,6 @@ export class AntiEntropy {
   /** Open sync streams, both directions, reset on stop. */
   private readonly streams = new Set<Stream>()
   private timer: NodeJS.Timeout | undefined
-  private lastSpread = -Infinity
 
   constructor(private readonly d: AntiEntropyDeps, private readonly o: AntiEntropyOptions) {
     this.throttle = new Throttle({ perSecond: o.inboundPerSecond, burst: o.inboundBurst })
@@ -128,7 +128,8 @@ export class AntiEntropy {
     // ±20 % jitter so that a fleet started together does not sync in lock step
     const delay = this.o.intervalMs * (0.8 + Math.random() * 0.4)
     this.timer = setTimeout(() => {
-      const peers = this.d.libp2p.getPeers().map(String)
+      // an idle fleet, whose heartbeats all carry equal digest hashes, runs no sessions at all
+      const peers = this.d.libp2p.getPeers().map(String).filter((p) => this.d.digests.mayDiffer(p))
       for (const p of pickRandom(peers, this.o.fanout)) this.request(p, 'interval')
       this.scheduleTick()
     }, delay)
@@ -222,13 +223,9 @@ export class AntiEntropy {
     if (r.inSync) this.d.counters.syncInSync++
     this.d.counters.syncDocsConverged += r.converged
     this.d.counters.syncDocsFailed += r.failed
-    // what arrives by sync is not re-broadcast: pass it on to a few other peers (push-pull epidemic); it
-    // stops by itself once they all have it, as in-sync peers learn nothing
-    if (r.learned > 0 && performance.now() - this.lastSpread >= SPREAD_EVERY_MS) {
-      this.lastSpread = performance.now()
-      const others = this.d.libp2p.getPeers().map(String).filter((p) => p !== peer)
-      for (const p of pickRandom(others, this.o.fanout)) this.request(p, 'spread what a sync brought')
-    }
+    // What arrives by sync is not re-broadcast, and needs no push either: peers that lack it report a digest
+    // hash this node never held in their next heartbeat, and the interval round visits them (digest-watch.ts).
+    if (r.failed === 0) this.d.digests.level(peer)
   }
 }
 

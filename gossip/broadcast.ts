@@ -6,6 +6,7 @@ import type { DocId } from '../schemas/catalog-records.js'
 import { EdgeProxyError } from '../schemas/errors.js'
 import { type ChangesMessage, ChangesMessageSchema, GOSSIP_LIMITS } from '../schemas/gossip-messages.js'
 import type { GossipPubSub } from './libp2p-node.js'
+import type { Reach } from './reach.js'
 import type { DropReason, GossipCounters } from './stats.js'
 import { Throttle } from './throttle.js'
 import { decodeWire, encodeWire } from './wire-codec.js'
@@ -37,6 +38,8 @@ export interface BroadcastDeps {
   /** Anti-entropy: what broadcast cannot deliver, sync does. */
   sync: { request(peer: string, reason: string): void; requestAll(reason: string): void }
   connectedPeers(): number
+  /** Who a publish reaches, so that receivers skip needless forwarding. */
+  reach: Reach
 }
 
 /** Room for the CBOR envelope around the changes (version, docId, array headers). */
@@ -111,7 +114,8 @@ export class Broadcast {
     const batch = this.pending.get(docId)
     if (batch === undefined) return
     this.pending.delete(docId)
-    const data = encodeWire({ v: 1, docId, changes: batch.changes } satisfies ChangesMessage)
+    const reach = this.d.reach.encode(CHANGES_TOPIC)
+    const data = encodeWire({ v: 1, docId, changes: batch.changes, ...(reach === undefined ? {} : { reach }) } satisfies ChangesMessage)
     const p = this.d.pubsub.publish(CHANGES_TOPIC, data).then((r) => {
       this.d.counters.changesPublished++
       if (r.recipients.length === 0) {
@@ -165,13 +169,20 @@ export class Broadcast {
             // the forwarder applied these before forwarding, so it holds their dependencies too
             this.d.sync.request(peer, `missing dependencies of ${m.docId}`)
           }
-          result = TopicValidatorResult.Accept
+          result = this.forwardOrNot(m, peer)
         }
       } catch (err) {
         result = this.applyFailed(m.docId, source, err)
       }
     }
     this.d.pubsub.reportMessageValidationResult(msgId, peer, result)
+  }
+
+  /** Ignore (applied here, not forwarded) when the publisher already reached every peer this node would tell. */
+  private forwardOrNot(m: ChangesMessage, source: string): TopicValidatorResult {
+    if (this.d.reach.shouldForward(CHANGES_TOPIC, source, m.reach)) return TopicValidatorResult.Accept
+    this.d.counters.changesNotForwarded++
+    return TopicValidatorResult.Ignore
   }
 
   private applyFailed(docId: DocId, source: PeerId, err: unknown): TopicValidatorResult {

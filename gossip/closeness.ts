@@ -1,10 +1,16 @@
 import type { Logger } from 'pino'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { GossipLibp2p } from './libp2p-node.js'
+import { PING_PROTOCOL, PingLine } from './ping-line.js'
 
 /**
  * How far other nodes are (DESIGN §3): RTT per peer from libp2p ping, smoothed (EWMA, as TCP's SRTT), named by
  * node through the membership's peer ids. The proxy reads it through `ClosenessView` and never waits on it.
+ *
+ * Pings run on one long-lived stream per peer (gossip/ping-line.ts), and they double as the connection's
+ * liveness check: a connection whose pings have all failed for `deadAfterMs` is aborted, so the dialer makes
+ * a new one. That is the job libp2p's connection monitor did with a new ping stream per connection every
+ * 10 s; it is off (gossip/libp2p-node.ts) so that one ping per peer and period serves both.
  */
 export interface ClosenessView {
   /** Smoothed RTT in ms: 0 for this node, undefined when never measured. */
@@ -32,6 +38,8 @@ const REGION_CACHE_MS = 1_000
 export interface ClosenessOptions {
   pingIntervalMs: number
   pingTimeoutMs: number
+  /** A connection whose pings all failed for this long is aborted (a black-holed or half-open connection). */
+  deadAfterMs: number
   /** Weight of a new sample (TCP uses 1/8; a little more reacts faster to a route change). */
   alpha: number
 }
@@ -39,6 +47,9 @@ export interface ClosenessOptions {
 export class Closeness implements ClosenessView {
   private readonly srtt = new Map<string, number>() // peer id → ms
   private readonly pinging = new Set<string>()
+  private readonly lines = new Map<string, PingLine>()
+  /** performance.now() of the first failed ping in a peer's current run of failures. */
+  private readonly failingSince = new Map<string, number>()
   private timer: NodeJS.Timeout | undefined
   private readonly stopping = new AbortController()
   private regions: { at: number; order: string[]; best: Map<string, number> } | undefined
@@ -49,6 +60,7 @@ export class Closeness implements ClosenessView {
     const libp2p = this.d.libp2p
     if (libp2p === undefined) return
     libp2p.addEventListener('peer:connect', this.onConnect)
+    libp2p.addEventListener('peer:disconnect', this.onDisconnect)
     this.timer = setInterval(() => { for (const p of libp2p.getPeers()) this.measure(p.toString()) }, this.o.pingIntervalMs)
     this.timer.unref()
   }
@@ -58,6 +70,10 @@ export class Closeness implements ClosenessView {
     this.timer = undefined
     this.stopping.abort()
     this.d.libp2p?.removeEventListener('peer:connect', this.onConnect)
+    this.d.libp2p?.removeEventListener('peer:disconnect', this.onDisconnect)
+    for (const line of this.lines.values()) line.close()
+    this.lines.clear()
+    this.failingSince.clear()
   }
 
   rttToNode(node: string): number | undefined {
@@ -102,18 +118,51 @@ export class Closeness implements ClosenessView {
     this.measure(evt.detail.toString())
   }
 
+  private readonly onDisconnect = (evt: CustomEvent<{ toString(): string }>): void => {
+    const peer = evt.detail.toString()
+    this.lines.get(peer)?.close()
+    this.lines.delete(peer)
+    this.failingSince.delete(peer)
+  }
+
   private measure(peer: string): void {
-    const libp2p = this.d.libp2p
-    if (libp2p === undefined || this.pinging.has(peer) || this.stopping.signal.aborted) return
+    if (this.d.libp2p === undefined || this.pinging.has(peer) || this.stopping.signal.aborted) return
     this.pinging.add(peer)
-    const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(this.o.pingTimeoutMs)])
-    libp2p.services.ping.ping(peerIdFromString(peer), { signal })
+    this.pingOnce(peer)
       .then((rtt) => {
         const prev = this.srtt.get(peer)
         this.srtt.set(peer, prev === undefined ? rtt : prev + this.o.alpha * (rtt - prev))
         this.regions = undefined
+        this.failingSince.delete(peer)
       })
-      .catch((err: unknown) => { if (!this.stopping.signal.aborted) this.d.log.debug({ err, peer }, 'ping failed') })
+      .catch((err: unknown) => { if (!this.stopping.signal.aborted) this.failed(peer, err) })
       .finally(() => this.pinging.delete(peer))
+  }
+
+  private async pingOnce(peer: string): Promise<number> {
+    let line = this.lines.get(peer)
+    if (line === undefined || !line.isOpen) {
+      const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(this.o.pingTimeoutMs)])
+      const stream = await this.d.libp2p!.dialProtocol(peerIdFromString(peer), PING_PROTOCOL, { signal })
+      line = new PingLine(stream)
+      if (this.stopping.signal.aborted) { line.close(); throw new Error('closeness stopping') }
+      this.lines.set(peer, line)
+    }
+    return await line.ping(this.o.pingTimeoutMs)
+  }
+
+  private failed(peer: string, err: unknown): void {
+    this.lines.get(peer)?.close() // a late or stray reply must not be taken for the next ping's
+    this.lines.delete(peer)
+    const now = performance.now()
+    const since = this.failingSince.get(peer) ?? now
+    this.failingSince.set(peer, since)
+    this.d.log.debug({ err, peer }, 'ping failed')
+    if (now - since < this.o.deadAfterMs) return
+    const conns = this.d.libp2p?.getConnections(peerIdFromString(peer)) ?? []
+    if (conns.length === 0) return
+    this.d.log.info({ peer, failingMs: Math.round(now - since) }, 'no ping reply for too long: closing the connection so that it is redialled')
+    this.failingSince.delete(peer)
+    for (const c of conns) c.abort(new Error('no ping reply'))
   }
 }

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { digestHashOf } from '../catalog/digest-hash.js'
 import type { DocId } from '../schemas/catalog-records.js'
 
 /**
@@ -11,10 +11,9 @@ function headsKey(heads: readonly string[]): string {
   return [...heads].sort().join(',')
 }
 
+/** The same hash the catalog keeps current (catalog/digest-hash.ts), computed from a whole digest. */
 export function digestHash(digest: Digest): Uint8Array {
-  const h = createHash('sha256')
-  for (const docId of [...digest.keys()].sort()) h.update(`${docId}=${headsKey(digest.get(docId)!)}\n`)
-  return new Uint8Array(h.digest())
+  return digestHashOf(digest)
 }
 
 export function digestEntries(digest: Digest): Array<[DocId, string[]]> {
@@ -35,3 +34,4 @@ export function differingDocs(mine: Digest, theirs: Digest): DocId[] {
 export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.byteLength === b.byteLength && Buffer.compare(a, b) === 0
 }
+

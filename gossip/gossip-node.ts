@@ -1,10 +1,12 @@
 import type { PrivateKey } from '@libp2p/interface'
+import type { Subscription } from '../catalog/catalog-api.js'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { Logger } from 'pino'
 import { EdgeProxyError } from '../schemas/errors.js'
 import { AntiEntropy } from './anti-entropy.js'
 import { Broadcast, type BroadcastReplica, CHANGES_TOPIC } from './broadcast.js'
 import { Closeness } from './closeness.js'
+import { DigestWatch } from './digest-watch.js'
 import { fleetKeyFingerprint } from './fleet-key.js'
 import { type GossipNodeInit, type PartOptions, partOptions } from './gossip-options.js'
 import { HandshakeWatch } from './handshake-watch.js'
@@ -12,6 +14,7 @@ import { createGossipLibp2p, type GossipLibp2p } from './libp2p-node.js'
 import { HEARTBEAT_TOPIC, Membership, type MembershipCatalog, type NodeLiveness, type NodeLoad, type SelfDescription } from './membership.js'
 import { loadOrCreatePeerKey } from './peer-key.js'
 import { PeerDialer } from './peer-dialer.js'
+import { Reach } from './reach.js'
 import { type GossipStats, newCounters, snapshotCounters } from './stats.js'
 import type { SyncReplica, SyncSessionResult } from './sync-protocol.js'
 
@@ -85,6 +88,9 @@ class DefaultGossipNode implements GossipNode {
   private antiEntropy: AntiEntropy | undefined
   private dialer: PeerDialer | undefined
   private closenessImpl: Closeness | undefined
+  private reach: Reach | undefined
+  private readonly digests: DigestWatch
+  private digestEvents: Subscription | undefined
   private ownPeerId: string | undefined
   private started = false
   private lastHandshakeLog = new Map<string, number>()
@@ -93,6 +99,7 @@ class DefaultGossipNode implements GossipNode {
   constructor(private readonly init: GossipNodeInit, private readonly c: GossipNodeComponents) {
     this.o = partOptions(init)
     this.log = c.log
+    this.digests = new DigestWatch(() => c.catalog.digestHash(), 2 * this.o.antiEntropy.intervalMs)
   }
 
   get peerId(): string {
@@ -141,7 +148,13 @@ class DefaultGossipNode implements GossipNode {
     const libp2p = this.libp2p = await createGossipLibp2p({ ...this.o.libp2p, privateKey, fleetKey, handshakes, topics: [CHANGES_TOPIC, HEARTBEAT_TOPIC] })
     libp2p.addEventListener('connection:open', (e) => handshakes.upgraded(e.detail.remoteAddr.toString()))
     libp2p.addEventListener('transport:listening', (e) => { this.bound.push(...e.detail.getAddrs().map(String)) })
-    const antiEntropy = this.antiEntropy = new AntiEntropy({ libp2p, replica: this.c.catalog, log: this.log.child({ part: 'sync' }), counters: this.counters }, this.o.antiEntropy)
+    const reach = this.reach = new Reach(libp2p.services.pubsub, this.peerId)
+    const digests = this.digests
+    // every state this node passes through is remembered, so that a peer reporting it is known to be level
+    this.digestEvents = this.c.catalog.subscribe({}, () => { digests.current() })
+    const antiEntropy = this.antiEntropy = new AntiEntropy({
+      libp2p, replica: this.c.catalog, log: this.log.child({ part: 'sync' }), counters: this.counters, digests,
+    }, this.o.antiEntropy)
     await antiEntropy.start() // the handler exists before the first peer can connect
     try {
       await libp2p.start()
@@ -159,6 +172,7 @@ class DefaultGossipNode implements GossipNode {
       counters: this.counters,
       sync: antiEntropy,
       connectedPeers: () => libp2p.getPeers().length,
+      reach,
     }, this.o.broadcast)
     this.broadcast.start()
     this.dialer = new PeerDialer(libp2p, this.log.child({ part: 'dialer' }), this.counters, this.o.dialer)
@@ -178,6 +192,7 @@ class DefaultGossipNode implements GossipNode {
       load: this.c.load ?? (() => ({ machines: 0, connections: 0 })),
       onPeerLearned: (node, peerId, addrs) => dialer?.learn(node, peerId, addrs),
       onPeerGone: (_node, peerId) => dialer?.forget(peerId),
+      ...(this.reach === undefined ? {} : { reach: this.reach, digests: this.digests }),
     }, this.o.membership)
     await membership.start()
     this.closenessImpl = new Closeness({
@@ -214,7 +229,9 @@ class DefaultGossipNode implements GossipNode {
     await this.antiEntropy?.stop()
     this.log.debug('stopping: sync sessions ended')
     await this.libp2p?.stop()
-    this.dialer = this.closenessImpl = this.membership = this.broadcast = this.antiEntropy = this.libp2p = undefined
+    this.digestEvents?.close()
+    this.digestEvents = undefined
+    this.dialer = this.closenessImpl = this.membership = this.broadcast = this.antiEntropy = this.libp2p = this.reach = undefined
     this.bound = []
   }
 

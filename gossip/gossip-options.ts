@@ -58,6 +58,8 @@ export interface GossipTuning {
   maxChangesMessageBytes: number
   syncDocsPerRound: number
   pingTimeoutMs: number
+  /** A connection whose pings have all failed this long is closed and redialled. */
+  deadConnectionMs: number
   dialTimeoutMs: number
   /**
    * gossipsub mesh degree. Every message a node forwards costs one Noise-encrypted Yamux frame per mesh
@@ -80,6 +82,7 @@ export const DEFAULT_TUNING: GossipTuning = {
   maxChangesMessageBytes: GOSSIP_LIMITS.changesMessageBytes,
   syncDocsPerRound: 64,
   pingTimeoutMs: 2_000,
+  deadConnectionMs: 10_000,
   dialTimeoutMs: 5_000,
   meshDegree: 6,
 }
@@ -136,6 +139,6 @@ export function partOptions(init: GossipNodeInit): PartOptions {
       perPeerPerSecond: t.heartbeatsPerPeerPerSecond,
       perPeerBurst: t.heartbeatsPerPeerBurst,
     },
-    closeness: { pingIntervalMs: init.pingIntervalMs ?? 5_000, pingTimeoutMs: t.pingTimeoutMs, alpha: 0.3 },
+    closeness: { pingIntervalMs: init.pingIntervalMs ?? 5_000, pingTimeoutMs: t.pingTimeoutMs, deadAfterMs: t.deadConnectionMs, alpha: 0.3 },
   }
 }

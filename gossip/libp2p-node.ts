@@ -73,6 +73,9 @@ const TOPIC_SCORE: Partial<TopicScoreParams> = {
   invalidMessageDeliveriesDecay: 0.95,
 }
 
+/** How long an inbound ping stream may live; the peer's pinger reopens it (gossip/ping-line.ts). */
+const PING_STREAM_LIFETIME_MS = 10 * 60_000
+
 export async function createGossipLibp2p(init: Libp2pNodeInit): Promise<GossipLibp2p> {
   const dialOpts = { noDelay: true, ...(init.dialFrom === undefined ? {} : { localAddress: init.dialFrom }) }
   return await createLibp2p<GossipServices>({
@@ -92,15 +95,15 @@ export async function createGossipLibp2p(init: Libp2pNodeInit): Promise<GossipLi
       inboundConnectionThreshold: 100,
       maxIncomingPendingConnections: 64,
     },
-    // libp2p's connection monitor pings every connection and aborts it when a ping fails. Our closeness
-    // pinger uses the same protocol, and ping allows one outbound stream per connection by default: the two
-    // overlapping made the monitor's ping fail and tear down healthy connections (seen as reconnect storms
-    // right after a partition healed). Room for both, and a floor under the monitor's adaptive timeout so a
-    // busy CPU is not mistaken for a dead peer.
-    connectionMonitor: { pingInterval: 10_000, pingTimeout: { minTimeout: 10_000 } },
+    // libp2p's connection monitor opens a new ping stream on every connection every 10 s to find dead ones;
+    // our closeness pinger already pings every peer on one long-lived stream and aborts a connection whose
+    // pings fail (gossip/closeness.ts), so the monitor would only double the work
+    connectionMonitor: { enabled: false },
     services: {
       identify: identify(),
-      ping: ping({ maxOutboundStreams: 2, maxInboundStreams: 4 }),
+      // the closeness pinger keeps one ping stream per peer open; the service ends an inbound one after
+      // `timeout`, and the pinger then opens the next
+      ping: ping({ maxOutboundStreams: 2, maxInboundStreams: 4, timeout: PING_STREAM_LIFETIME_MS }),
       pubsub: gossipsub({
         globalSignaturePolicy: init.signing === 'sign' ? StrictSign : StrictNoSign,
         allowedTopics: init.topics,
@@ -113,6 +116,9 @@ export async function createGossipLibp2p(init: Libp2pNodeInit): Promise<GossipLi
         allowPublishToZeroTopicPeers: true,
         ignoreDuplicatePublishError: true,
         maxInboundDataLength: init.maxRpcBytes,
+        // IDONTWANT goes to every mesh peer on each receipt of a message this big; with forwarding mostly
+        // skipped (gossip/reach.ts) it would be most of the traffic, and routine changes are ~1 KiB
+        idontwantMinDataSize: 16 * 1024,
         ...(init.mesh === undefined ? {} : { D: init.mesh.D, Dlo: init.mesh.Dlo, Dhi: init.mesh.Dhi, Dlazy: init.mesh.Dlazy }),
         scoreParams: {
           IPColocationFactorWeight: init.ipColocationFactorWeight,

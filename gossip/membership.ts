@@ -5,7 +5,9 @@ import type { CatalogReader, CatalogWriter, Subscription } from '../catalog/cata
 import type { CatalogEvent } from '../schemas/catalog-events.js'
 import type { NodeRecord, Role } from '../schemas/catalog-records.js'
 import { GOSSIP_LIMITS, type Heartbeat, HeartbeatSchema } from '../schemas/gossip-messages.js'
+import type { DigestWatch } from './digest-watch.js'
 import type { GossipPubSub } from './libp2p-node.js'
+import type { Reach } from './reach.js'
 import type { GossipCounters } from './stats.js'
 import { Throttle } from './throttle.js'
 import { decodeWire, encodeWire } from './wire-codec.js'
@@ -54,6 +56,10 @@ export interface MembershipDeps {
   onPeerLearned(node: string, peerId: string, addrs: string[]): void
   /** A node left the fleet: the dialer stops trying it. */
   onPeerGone(node: string, peerId: string): void
+  /** With pubsub: who a heartbeat reaches (receivers skip needless forwarding). */
+  reach?: Reach
+  /** With pubsub: this node's digest hash, sent in heartbeats, and what peers' heartbeats say of theirs. */
+  digests?: DigestWatch
 }
 
 export type LivenessState = 'self' | 'up' | 'down' | 'left'
@@ -199,8 +205,14 @@ export class Membership {
       addrs: this.d.multiaddrs().slice(0, GOSSIP_LIMITS.addrsPerNode), load: this.d.load(), status,
       startedAt: this.startedAt, sentAt: Date.now(),
     }
+    const digestHash = this.d.digests?.current()
+    if (digestHash !== undefined) hb.digestHash = digestHash
+    const reach = this.d.reach?.encode(HEARTBEAT_TOPIC)
+    let data = encodeWire(reach === undefined ? hb : { ...hb, reach })
+    // many long addresses and many peers could overflow the limit receivers enforce: the reach list gives way
+    if (data.byteLength > GOSSIP_LIMITS.heartbeatBytes) data = encodeWire(hb)
     try {
-      await pubsub.publish(HEARTBEAT_TOPIC, encodeWire(hb))
+      await pubsub.publish(HEARTBEAT_TOPIC, data)
       this.d.counters.heartbeatsSent++
     } catch (err) {
       this.d.log.debug({ err }, 'publishing a heartbeat failed')
@@ -293,14 +305,18 @@ export class Membership {
     const hb = this.parsed.get(msg.data)
     if (hb === undefined) return // not validated by us (cannot happen with our validator installed)
     this.parsed.delete(msg.data)
-    // nothing slow to check: forward at once, liveness is only useful fresh
-    this.d.pubsub?.reportMessageValidationResult(msgId, propagationSource.toString(), TopicValidatorResult.Accept)
+    const source = propagationSource.toString()
+    // nothing slow to check: forward at once (when it helps), liveness is only useful fresh
+    const forward = this.d.reach?.shouldForward(HEARTBEAT_TOPIC, source, hb.reach) ?? true
+    if (!forward) this.d.counters.heartbeatsNotForwarded++
+    this.d.pubsub?.reportMessageValidationResult(msgId, source, forward ? TopicValidatorResult.Accept : TopicValidatorResult.Ignore)
     this.d.counters.heartbeatsReceived++
     this.heard(hb)
   }
 
   private heard(hb: Heartbeat): void {
     if (hb.status === 'left') {
+      this.d.digests?.forget(hb.peerId)
       this.markLeft(hb.node)
       return
     }
@@ -319,6 +335,7 @@ export class Membership {
     t.peerId = hb.peerId
     t.region = hb.region
     t.load = hb.load
+    this.d.digests?.heard(hb.peerId, hb.digestHash)
     this.d.onPeerLearned(hb.node, hb.peerId, hb.addrs)
   }
 }

@@ -21,6 +21,8 @@ export interface PeerDialerOptions {
 interface Target {
   label: string
   addrs: Multiaddr[]
+  /** The addresses as learned, to skip re-parsing the same ones from every heartbeat. */
+  learned: string
   peerId: string | undefined
   bootstrap: boolean
   nextAt: number
@@ -68,6 +70,9 @@ export class PeerDialer {
   /** A node's current addresses; replaces what was known for that peer id. */
   learn(node: string, peerId: string, addrs: string[]): void {
     if (peerId === this.self || addrs.length === 0) return
+    const learned = addrs.join(' ')
+    const known = this.targets.get(peerId)
+    if (known !== undefined && known.learned === learned) return
     const parsed: Multiaddr[] = []
     for (const a of addrs) {
       try {
@@ -80,12 +85,14 @@ export class PeerDialer {
       }
     }
     if (parsed.length === 0) return
-    const existing = this.targets.get(peerId)
-    if (existing !== undefined) {
-      existing.addrs = parsed
+    if (known !== undefined) {
+      known.addrs = parsed
+      known.learned = learned
       return
     }
-    this.targets.set(peerId, this.target(`node ${node}`, parsed, peerId, false))
+    const t = this.target(`node ${node}`, parsed, peerId, false)
+    t.learned = learned
+    this.targets.set(peerId, t)
   }
 
   /** A node left the fleet: stop dialling it. */
@@ -96,7 +103,7 @@ export class PeerDialer {
   private get self(): string { return this.libp2p.peerId.toString() }
 
   private target(label: string, addrs: Multiaddr[], peerId: string | undefined, bootstrap: boolean): Target {
-    return { label, addrs, peerId, bootstrap, nextAt: 0, backoff: this.o.minBackoffMs, inflight: false, failing: false, failingSince: 0 }
+    return { label, addrs, learned: '', peerId, bootstrap, nextAt: 0, backoff: this.o.minBackoffMs, inflight: false, failing: false, failingSince: 0 }
   }
 
   private tick(): void {

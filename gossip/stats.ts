@@ -35,8 +35,11 @@ export interface GossipCounters {
   changesReceived: number
   changesApplied: number
   changesMissingDeps: number
+  /** Received straight from a publisher that had reached every peer this node would forward to. */
+  changesNotForwarded: number
   heartbeatsSent: number
   heartbeatsReceived: number
+  heartbeatsNotForwarded: number
   droppedChanges: DropCounts
   droppedHeartbeats: DropCounts
   syncInitiated: number
@@ -58,7 +61,7 @@ function zeroDrops(): DropCounts {
 export function newCounters(): GossipCounters {
   return {
     changesPublished: 0, changesPublishedToNobody: 0, changesTooBigToBroadcast: 0, changesReceived: 0,
-    changesApplied: 0, changesMissingDeps: 0, heartbeatsSent: 0, heartbeatsReceived: 0,
+    changesApplied: 0, changesMissingDeps: 0, changesNotForwarded: 0, heartbeatsSent: 0, heartbeatsReceived: 0, heartbeatsNotForwarded: 0,
     droppedChanges: zeroDrops(), droppedHeartbeats: zeroDrops(),
     syncInitiated: 0, syncAnswered: 0, syncInSync: 0, syncFailed: 0, syncThrottled: 0, syncProtocolErrors: 0,
     syncDocsConverged: 0, syncDocsFailed: 0, handshakeFailures: 0, dialFailures: 0,

@@ -2,7 +2,7 @@ import type { Logger } from 'pino'
 import type { CatalogReplica, PeerSyncState } from '../catalog/catalog-api.js'
 import type { DocId } from '../schemas/catalog-records.js'
 import type { SyncMessages } from '../schemas/gossip-messages.js'
-import { differingDocs, digestEntries, digestHash, sameBytes } from './digest.js'
+import { differingDocs, digestEntries, sameBytes } from './digest.js'
 import { type SyncChannel, SyncProtocolError } from './sync-channel.js'
 
 /**
@@ -12,7 +12,7 @@ import { type SyncChannel, SyncProtocolError } from './sync-channel.js'
  * A document whose messages fail (poison: the catalog refuses it) is dropped from the session; the
  * others go on.
  */
-export type SyncReplica = Pick<CatalogReplica, 'nodeName' | 'digest' | 'newSyncState' | 'generateSyncMessage' | 'receiveSyncMessage' | 'isQuarantined'>
+export type SyncReplica = Pick<CatalogReplica, 'nodeName' | 'digest' | 'digestHash' | 'newSyncState' | 'generateSyncMessage' | 'receiveSyncMessage' | 'isQuarantined'>
 
 export interface SyncSessionContext {
   replica: SyncReplica
@@ -42,14 +42,14 @@ export interface SyncSessionResult {
 }
 
 export async function syncAsInitiator(ch: SyncChannel, ctx: SyncSessionContext): Promise<SyncSessionResult> {
-  const mine = ctx.replica.digest()
-  const myHash = digestHash(mine)
+  const myHash = ctx.replica.digestHash()
   await ch.write({ t: 'hello', v: 1, node: ctx.replica.nodeName, digestHash: myHash })
   const hello = await ch.read('hello')
   if (sameBytes(hello.digestHash, myHash)) {
     await ch.write({ t: 'bye' })
     return { inSync: true, docs: 0, converged: 0, failed: 0, rounds: 0, learned: 0 }
   }
+  const mine = ctx.replica.digest()
   await ch.write({ t: 'digest', docs: digestEntries(mine) })
   const theirs = new Map((await ch.read('digest')).docs)
   const docs = differingDocs(mine, theirs).filter((d) => !ctx.replica.isQuarantined(d))
@@ -147,12 +147,11 @@ async function applyAnswer(ctx: SyncSessionContext, state: PeerSyncState, docId:
 
 /** Answers one session. Returns when the initiator says bye; throws on a protocol error or timeout. */
 export async function syncAsResponder(ch: SyncChannel, ctx: SyncSessionContext & { maxDocs: number }): Promise<SyncSessionResult> {
-  const mine = ctx.replica.digest()
-  const myHash = digestHash(mine)
   await ch.read('hello')
-  await ch.write({ t: 'hello', v: 1, node: ctx.replica.nodeName, digestHash: myHash })
+  await ch.write({ t: 'hello', v: 1, node: ctx.replica.nodeName, digestHash: ctx.replica.digestHash() })
   const next = await ch.read('digest', 'bye')
   if (next.t === 'bye') return { inSync: true, docs: 0, converged: 0, failed: 0, rounds: 0, learned: 0 }
+  const mine = ctx.replica.digest()
   await ch.write({ t: 'digest', docs: digestEntries(mine) })
   const states = new Map<DocId, PeerSyncState | null>() // null: failed, answered with null from then on
   let rounds = 0

@@ -26,6 +26,13 @@ const NonEmptyBytesSchema = BytesSchema.refine((b) => b.byteLength > 0, { messag
 /** Automerge change hash as Automerge prints heads. */
 export const HeadSchema = z.string().regex(/^[0-9a-f]{64}$/, 'must be a 64-digit hex change hash')
 const PeerIdTextSchema = z.string().min(1).max(128).regex(/^[1-9A-Za-z]+$/, 'must be a base58 peer id')
+/**
+ * Who the publisher sent a message to (gossip/reach.ts): 8-byte peer fingerprints, the publisher's first.
+ * Absent when it had too many peers to list; receivers then forward as plain gossipsub does.
+ */
+const ReachSchema = BytesSchema.refine((b) => b.byteLength >= 8 && b.byteLength <= 256 * 8 && b.byteLength % 8 === 0, {
+  message: 'must be 1 to 256 peer fingerprints of 8 bytes',
+})
 const MultiaddrTextSchema = z.string().min(1).max(512).startsWith('/', 'must be a multiaddr such as "/ip4/10.0.0.1/tcp/4001"')
 
 /** Topic `edgeproxy/changes/1`: changes made on one node to one document, coalesced over a few ms. */
@@ -33,6 +40,7 @@ export const ChangesMessageSchema = z.strictObject({
   v: z.literal(1),
   docId: DocIdSchema,
   changes: z.array(NonEmptyBytesSchema).min(1).max(GOSSIP_LIMITS.changesPerMessage),
+  reach: ReachSchema.optional(),
 })
 export type ChangesMessage = z.infer<typeof ChangesMessageSchema>
 
@@ -52,6 +60,12 @@ export const HeartbeatSchema = z.strictObject({
   startedAt: z.number().nonnegative(),
   /** Sender's clock, ms since the epoch (informational: receivers time silence on their own clock). */
   sentAt: z.number().nonnegative(),
+  reach: ReachSchema.optional(),
+  /**
+   * sha256 of the sender's anti-entropy digest (gossip/digest.ts) when it sent this: a node whose own digest
+   * hash is equal has nothing to sync with the sender, so idle fleets run no sync sessions.
+   */
+  digestHash: BytesSchema.refine((b) => b.byteLength === 32, { message: 'must be a 32-byte sha256' }).optional(),
 })
 export type Heartbeat = z.infer<typeof HeartbeatSchema>
 

@@ -1,0 +1,61 @@
+/**
+ * Which peers the periodic anti-entropy round should visit. Every heartbeat carries its sender's digest hash
+ * (catalog/digest-hash.ts); a peer whose last reported hash is one this node itself held within `windowMs`
+ * has nothing this node lacks, so it is skipped — an idle fleet runs no sync sessions at all, and a busy one
+ * only with peers that really differ.
+ *
+ * Comparing with this node's *recent* hashes, not just its current one, is what keeps a busy fleet quiet: at
+ * five deploys a second some change is nearly always in flight, so two nodes' current hashes rarely match at
+ * the instant a heartbeat is compared, and syncing on every such mismatch made the sessions (full digests,
+ * Automerge sync messages) cost more than the broadcasts they double-checked. A peer that missed a change
+ * never reports a hash this node had, whichever side is behind: the behind side sees a hash it never held,
+ * and the ahead side stops finding the peer's stale hash once it leaves the window.
+ */
+export class DigestWatch {
+  /** Hex of this node's hashes → performance.now() when last held; oldest first. */
+  private readonly mine = new Map<string, number>()
+  /** Peer id → hex of the hash its last heartbeat reported. */
+  private readonly reported = new Map<string, string>()
+
+  constructor(private readonly own: () => Uint8Array, private readonly windowMs: number) {}
+
+  /** This node's hash now, remembered as held. Call whenever it may have changed (after catalog events). */
+  current(): Uint8Array {
+    const hash = this.own()
+    const hex = Buffer.from(hash.buffer, hash.byteOffset, hash.byteLength).toString('hex')
+    const now = performance.now()
+    this.mine.delete(hex)
+    this.mine.set(hex, now)
+    for (const [h, at] of this.mine) {
+      if (now - at <= this.windowMs) break
+      this.mine.delete(h)
+    }
+    return hash
+  }
+
+  heard(peerId: string, hash: Uint8Array | undefined): void {
+    this.current()
+    if (hash === undefined) {
+      this.reported.delete(peerId) // an older node: unknown, so it may differ
+      return
+    }
+    if (this.reported.size >= 4096 && !this.reported.has(peerId)) this.reported.clear() // made-up peer ids must not grow it
+    this.reported.set(peerId, Buffer.from(hash.buffer, hash.byteOffset, hash.byteLength).toString('hex'))
+  }
+
+  /** A session with `peer` just left both sides level: what it reported before is outdated. */
+  level(peerId: string): void {
+    const hash = this.current()
+    this.reported.set(peerId, Buffer.from(hash.buffer, hash.byteOffset, hash.byteLength).toString('hex'))
+  }
+
+  mayDiffer(peerId: string): boolean {
+    this.current()
+    const theirs = this.reported.get(peerId)
+    return theirs === undefined || !this.mine.has(theirs)
+  }
+
+  forget(peerId: string): void {
+    this.reported.delete(peerId)
+  }
+}
