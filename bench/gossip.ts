@@ -146,13 +146,40 @@ async function healPhase(dir: string, fleetKeyPath: string): Promise<number[]> {
       await untilConverged(left, 30_000)
       await untilConverged(right, 30_000)
       for (const n of nodes) n.relay!.reset()
+      const diag = process.env.BENCH_GOSSIP_DIAG === '1' ? healDiagnosis(nodes) : undefined
       const ms = await untilConverged(nodes, 60_000)
+      if (diag !== undefined) process.stderr.write(`  heal ${h + 1}: ${await diag.stop()}\n`)
       heals.push(ms)
       process.stderr.write(`  heal ${h + 1}/${HEALS}: ${fmt(ms)} ms\n`)
     }
     return heals
   } finally {
     await stopFleet(nodes)
+  }
+}
+
+/** BENCH_GOSSIP_DIAG=1: when every node was connected to every other again, and sync sessions on the way. */
+function healDiagnosis(nodes: BenchNode[]): { stop(): Promise<string> } {
+  const started = performance.now()
+  let connectedAt: number | undefined
+  let running = true
+  const before = Promise.all(nodes.map((n) => n.stats()))
+  const loop = (async () => {
+    while (running && connectedAt === undefined) {
+      const stats = await Promise.all(nodes.map((n) => n.stats()))
+      if (stats.every((s) => s.peers >= nodes.length - 1)) connectedAt = performance.now() - started
+      else await sleep(100)
+    }
+  })()
+  return {
+    async stop() {
+      running = false
+      await loop
+      const [b, a] = [await before, await Promise.all(nodes.map((n) => n.stats()))]
+      const sum = (k: string) => a.reduce((t, s, i) => t + Number(s.gossip[k]) - Number(b[i].gossip[k]), 0)
+      return `all connected after ${connectedAt === undefined ? 'never' : `${fmt(connectedAt)} ms`}; sessions ${sum('syncInitiated')} ` +
+        `(in sync ${sum('syncInSync')}, failed ${sum('syncFailed')}, throttled ${sum('syncThrottled')}), docs converged ${sum('syncDocsConverged')}, dial failures ${sum('dialFailures')}`
+    },
   }
 }
 

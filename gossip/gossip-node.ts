@@ -161,10 +161,16 @@ class DefaultGossipNode implements GossipNode {
     } catch (err) {
       throw new EdgeProxyError('EP_INVALID_CONFIG', `gossip cannot listen on ${this.init.listen.join(', ')}: ${(err as Error).message}; check --gossip-listen`, { cause: err })
     }
+    const self = this.peerId
     libp2p.services.pubsub.addEventListener('subscription-change', (e) => {
-      // a peer that just (re)subscribed missed what was published before: sync fills that gap
-      if (e.detail.subscriptions.some((s) => s.topic === CHANGES_TOPIC && s.subscribe)) antiEntropy.request(e.detail.peerId.toString(), 'peer subscribed')
+      // A peer that just (re)subscribed missed what was published before: sync fills that gap. One session
+      // levels both sides, so of the two only the smaller peer id starts it; should it not, the other's
+      // interval round does, as a peer not heard since it reconnected may differ.
+      const peer = e.detail.peerId.toString()
+      if (self < peer && e.detail.subscriptions.some((s) => s.topic === CHANGES_TOPIC && s.subscribe)) antiEntropy.request(peer, 'peer subscribed')
     })
+    // what a peer reported before it disconnected says nothing of what it holds when it comes back
+    libp2p.addEventListener('peer:disconnect', (e) => { digests.forget(e.detail.toString()) })
     this.broadcast = new Broadcast({
       pubsub: libp2p.services.pubsub,
       replica: this.c.catalog,
@@ -248,6 +254,7 @@ class DefaultGossipNode implements GossipNode {
     return {
       ...snapshotCounters(this.counters),
       peers: this.libp2p?.getPeers().length ?? 0,
+      connections: this.libp2p?.getConnections().length ?? 0,
       meshPeers: this.libp2p?.services.pubsub.getMeshPeers(CHANGES_TOPIC).length ?? 0,
       nodes: nodes.filter((n) => n.state !== 'left').length,
       nodesUp: nodes.filter((n) => n.state === 'up').length,

@@ -111,7 +111,9 @@ export async function createGossipLibp2p(init: Libp2pNodeInit): Promise<GossipLi
         // each receiver applies the changes before forwarding, so a bad message stops at the first hop
         asyncValidation: true,
         emitSelf: false,
-        doPX: true,
+        // no peer exchange on PRUNE: every node already learns every other from heartbeats and node records
+        // (gossip/peer-dialer.ts), and PX made gossipsub dial too, racing our dialer into duplicate connections
+        doPX: false,
         // publish() with nobody listening is normal (first node, partition); we count it and rely on sync
         allowPublishToZeroTopicPeers: true,
         ignoreDuplicatePublishError: true,

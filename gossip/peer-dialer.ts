@@ -8,6 +8,14 @@ import type { GossipCounters } from './stats.js'
  * every node learned from heartbeats and node records, so the mesh is not a star around the seed, and
  * redials with a capped backoff — a healed partition reconnects within about `maxBackoffMs` (10 s once a
  * peer has been unreachable for a minute: by then it is more likely gone than partitioned).
+ *
+ * Of two nodes that both know each other, the one with the smaller peer id dials; the other retries only every
+ * `answerWaitMs`, in case the first cannot reach it (one-way reachability). Both dialling at once after a heal
+ * gave most pairs two connections — two handshakes, two identify exchanges, two sets of gossipsub streams —
+ * and on 20 nodes that doubled work kept every core busy for seconds. For the same reason only `maxInflight`
+ * dials run at once: a handshake costs ~30 ms of CPU, and a healed partition that starts all of them together
+ * finishes all of them late, where a few at a time give every node its first connection — and with it the
+ * sync that carries the other side's changes — soonest.
  */
 export interface PeerDialerOptions {
   tickMs: number
@@ -16,6 +24,10 @@ export interface PeerDialerOptions {
   /** Learned (non-bootstrap) nodes are dialled only while fewer peers than this are connected. */
   maxPeers: number
   dialTimeoutMs: number
+  /** How long the node with the larger peer id waits between its own dials of a learned peer. */
+  answerWaitMs: number
+  /** Dials in flight at once. */
+  maxInflight: number
 }
 
 interface Target {
@@ -32,6 +44,8 @@ interface Target {
   failing: boolean
   /** performance.now() of the first failure in the current run of failures. */
   failingSince: number
+  /** The larger peer id of a pair dials no earlier than this (it leaves dialling to the smaller). */
+  answerAt: number
 }
 
 /** A peer unreachable this long is probably gone, not partitioned: redial it less often. */
@@ -42,6 +56,7 @@ export class PeerDialer {
   private readonly targets = new Map<string, Target>()
   private timer: NodeJS.Timeout | undefined
   private readonly stopping = new AbortController()
+  private inflight = 0
 
   constructor(
     private readonly libp2p: GossipLibp2p,
@@ -103,25 +118,29 @@ export class PeerDialer {
   private get self(): string { return this.libp2p.peerId.toString() }
 
   private target(label: string, addrs: Multiaddr[], peerId: string | undefined, bootstrap: boolean): Target {
-    return { label, addrs, learned: '', peerId, bootstrap, nextAt: 0, backoff: this.o.minBackoffMs, inflight: false, failing: false, failingSince: 0 }
+    return { label, addrs, learned: '', peerId, bootstrap, nextAt: 0, backoff: this.o.minBackoffMs, inflight: false, failing: false, failingSince: 0, answerAt: performance.now() + this.o.answerWaitMs }
   }
 
   private tick(): void {
     const connected = new Set(this.libp2p.getPeers().map(String))
     const now = performance.now()
     for (const t of this.targets.values()) {
+      if (this.inflight >= this.o.maxInflight) break
       if (t.inflight) continue
       if (t.peerId !== undefined && connected.has(t.peerId)) { t.backoff = this.o.minBackoffMs; continue }
       if (!t.bootstrap && connected.size >= this.o.maxPeers) continue
       // a bootstrap address that turned out to be a node we already dial by peer id is covered there
       if (t.bootstrap && t.peerId !== undefined && this.targets.has(t.peerId) && !t.failing) continue
       if (now < t.nextAt) continue
+      if (!t.bootstrap && t.peerId !== undefined && t.peerId < this.self && now < t.answerAt) continue
       void this.dial(t)
     }
   }
 
   private async dial(t: Target): Promise<void> {
     t.inflight = true
+    this.inflight++
+    t.answerAt = performance.now() + this.o.answerWaitMs
     try {
       const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(this.o.dialTimeoutMs)])
       const conn = await this.libp2p.dial(t.addrs, { signal })
@@ -145,6 +164,7 @@ export class PeerDialer {
       t.failing = true
     } finally {
       t.inflight = false
+      this.inflight--
     }
   }
 }

@@ -69,8 +69,9 @@ export function newCounters(): GossipCounters {
 }
 
 export interface GossipStats extends GossipCounters {
-  /** Connected libp2p peers. */
+  /** Connected libp2p peers, and connections to them (more than one per peer after simultaneous dials). */
   peers: number
+  connections: number
   /** Peers in this node's gossipsub mesh for catalog changes. */
   meshPeers: number
   /** Nodes tracked by membership (self excluded) and how many of them are up. */
