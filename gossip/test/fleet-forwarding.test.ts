@@ -1,0 +1,111 @@
+import { afterEach, beforeEach, expect, test } from 'vitest'
+import { openCatalog } from '../../catalog/index.js'
+import { webConfig } from '../../catalog/test/fixtures.js'
+import type { DocId } from '../../schemas/catalog-records.js'
+import { tempDir } from '../../test/helpers/temp-dir.js'
+import { waitFor } from '../../test/helpers/wait-for.js'
+import { generateFleetKey } from '../fleet-key.js'
+import type { GossipNodeInit } from '../gossip-node.js'
+import { type TestNode, TestFleet, waitForConvergence, waitForLog, waitForMesh } from './fleet-harness.js'
+
+/**
+ * What a fleet does to spare work: a message that reached everyone from its publisher is not forwarded, and
+ * an idle fleet runs no sync sessions — and what it still does when that is not enough: forward around a cut
+ * link, sync with a peer that holds something others lack, and replace a connection that stopped answering.
+ */
+let dir: Awaited<ReturnType<typeof tempDir>>
+let fleet: TestFleet
+
+beforeEach(async () => {
+  dir = await tempDir('edgeproxy-gossip-')
+  fleet = new TestFleet(dir.path, generateFleetKey())
+})
+afterEach(async () => {
+  await fleet.stopAll()
+  await dir.remove()
+})
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+async function startRelayedFleet(names: string[], init: Partial<GossipNodeInit>): Promise<TestNode[]> {
+  const first = await fleet.start({ name: names[0], relayed: true, init })
+  const nodes = [first]
+  for (const name of names.slice(1)) nodes.push(await fleet.start({ name, relayed: true, bootstrap: [first], init }))
+  await waitForMesh(nodes, names.length - 1)
+  return nodes
+}
+
+function cut(x: TestNode, y: TestNode): void {
+  x.relay!.set({ mode: 'refuse' }, { from: [y.ip!] })
+  y.relay!.set({ mode: 'refuse' }, { from: [x.ip!] })
+}
+
+const connected = (x: TestNode, y: TestNode): boolean => x.gossip.connectedPeers().includes(y.gossip.peerId)
+
+test('a message that reached every node from its publisher is not forwarded; around a cut link the node between forwards it', async () => {
+  // no periodic sync within the test: what arrives, arrives by broadcast
+  const init = { syncIntervalMs: 60_000, heartbeatMs: 200, downAfterMs: 1_500 }
+  const [a, b, c] = await startRelayedFleet(['a', 'b', 'c'], init)
+  await waitForConvergence([a, b, c])
+
+  await a.catalog.deployApp(webConfig('everywhere'))
+  await waitFor(() => b.catalog.getApp('everywhere') !== undefined && c.catalog.getApp('everywhere') !== undefined, { what: 'the app on b and c' })
+  const before = { b: b.gossip.stats(), c: c.gossip.stats() }
+  expect(before.b.changesNotForwarded).toBeGreaterThan(0)
+  expect(before.c.changesNotForwarded).toBeGreaterThan(0)
+  expect(before.b.heartbeatsNotForwarded).toBeGreaterThan(0)
+
+  cut(a, c)
+  await waitFor(() => !connected(a, c) && !connected(c, a), { what: 'a and c disconnected' })
+  await a.catalog.deployApp(webConfig('around'))
+  // c hears of it only through b, which had c as a peer that a's publish did not reach
+  await waitFor(() => c.catalog.getApp('around'), { timeoutMs: 3_000, what: 'the app on c through b' })
+  expect(b.gossip.stats().changesNotForwarded).toBe(before.b.changesNotForwarded)
+  // and a's heartbeats too: a stays up on c well past the down timeout, with no direct link
+  await sleep(2 * init.downAfterMs)
+  expect(connected(a, c)).toBe(false)
+  expect(c.gossip.isNodeUp('a')).toBe(true)
+  expect(a.gossip.isNodeUp('c')).toBe(true)
+})
+
+test('an idle fleet runs no sync sessions; a node holding what the others lack is synced by them within seconds', async () => {
+  const init = { syncIntervalMs: 300, heartbeatMs: 200 }
+  const [a, b, c] = await startRelayedFleet(['a', 'b', 'c'], init)
+  await waitForConvergence([a, b, c])
+  await sleep(1_000) // every heartbeat since carries the common digest hash
+  const sessions = () => [a, b, c].reduce((n, x) => n + x.gossip.stats().syncInitiated, 0)
+  const idleStart = sessions()
+  await sleep(2_000) // six sync intervals
+  expect(sessions()).toBe(idleStart)
+
+  // c gets a document by a path broadcast does not cover (changes applied as if synced from elsewhere)
+  const outsider = await openCatalog({ dataDir: `${dir.path}/outsider`, nodeName: 'outsider', sync: false })
+  const changes: Array<{ docId: DocId; changes: Uint8Array[] }> = []
+  const sub = outsider.onLocalChange((docId, ch) => changes.push({ docId, changes: ch }))
+  await outsider.deployApp(webConfig('side'))
+  await waitFor(() => changes.length > 0, { what: 'the outsider change' })
+  sub.close()
+  await outsider.close()
+  for (const ch of changes) await c.catalog.applyRemoteChanges(ch.docId, ch.changes, 'outsider')
+
+  // c's next heartbeat reports a digest a and b never held: their interval round syncs with c
+  await waitFor(() => a.catalog.getApp('side') !== undefined && b.catalog.getApp('side') !== undefined, { timeoutMs: 5_000, what: 'the side app on a and b' })
+  await waitForConvergence([a, b, c])
+  expect(sessions()).toBeGreaterThan(idleStart)
+})
+
+test('a connection that stops answering pings is closed and redialled', async () => {
+  const init = { pingIntervalMs: 150, tuning: { pingTimeoutMs: 200, deadConnectionMs: 1_000 } }
+  const [a, b] = await startRelayedFleet(['a', 'b'], init)
+  // both directions go silent without closing: only the pings can tell
+  a.relay!.set({ mode: 'blackhole' }, { from: [b.ip!] })
+  b.relay!.set({ mode: 'blackhole' }, { from: [a.ip!] })
+  const closed = await Promise.race([waitForLog(a, /no ping reply for too long/, 8_000), waitForLog(b, /no ping reply for too long/, 8_000)])
+  expect(closed.failingMs).toBeGreaterThanOrEqual(1_000)
+  await waitFor(() => !connected(a, b) || !connected(b, a), { what: 'the dead connection closed' })
+  a.relay!.reset()
+  b.relay!.reset()
+  await waitFor(() => connected(a, b) && connected(b, a), { timeoutMs: 8_000, what: 'a and b connected again' })
+  await a.catalog.deployApp(webConfig('after'))
+  await waitFor(() => b.catalog.getApp('after'), { what: 'a change over the new connection' })
+})
