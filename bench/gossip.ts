@@ -26,6 +26,8 @@ const CHANGES = Number(process.env.BENCH_GOSSIP_CHANGES ?? 200)
 const RATE = Number(process.env.BENCH_GOSSIP_RATE ?? 5)
 const HEALS = Number(process.env.BENCH_GOSSIP_HEALS ?? 3)
 const WRITES_PER_SIDE = 10
+/** Deploys made and waited for before measuring, so that the first ones do not measure JIT and first-use costs. */
+const WARMUP = Number(process.env.BENCH_GOSSIP_WARMUP ?? 10)
 const FSYNC = process.env.BENCH_GOSSIP_FSYNC !== '0'
 /** Mesh peers every node must have before measuring: gossipsub's Dlo at our default degree 6, or all others in a small fleet. */
 const MIN_MESH_PEERS = Math.min(NODES - 1, Math.max(1, Number(process.env.BENCH_GOSSIP_MESH ?? 6) - 1))
@@ -93,6 +95,12 @@ async function propagationPhase(kind: 'edgeproxy' | 'raw', dir: string, fleetKey
     if (kind === 'edgeproxy') await untilConverged(nodes, 60_000)
     await untilMeshed(nodes, MIN_MESH_PEERS, 60_000)
     const startMs = performance.now() - started
+    for (let i = 0; i < WARMUP; i++) {
+      nodes[Math.floor(Math.random() * nodes.length)].send({ type: 'write', app: `b-warmup-${i}` })
+      await sleep(1000 / RATE)
+    }
+    const warmDeadline = performance.now() + 30_000
+    while (performance.now() < warmDeadline && [...Array(WARMUP).keys()].some((i) => (seen.get(`b-warmup-${i}`)?.length ?? 0) < nodes.length)) await sleep(50)
     // CPU of an idle fleet over the same duration as the writes: subtracted from the busy figure
     const idle0 = await Promise.all(nodes.map((n) => n.stats()))
     await sleep((CHANGES / RATE) * 1000)
@@ -115,6 +123,13 @@ async function propagationPhase(kind: 'edgeproxy' | 'raw', dir: string, fleetKey
       const s = seen.get(`b-${i}`) ?? []
       if (t === undefined || s.length < nodes.length) { missing++; continue }
       latencies.push(Math.max(...s) - t)
+    }
+    if (process.env.BENCH_GOSSIP_DIAG === '1') {
+      // which writes were slow, and which node saw them last
+      const slow = [...Array(CHANGES).keys()].map((i) => ({ i, t: wrote.get(`b-${i}`), s: seen.get(`b-${i}`) ?? [] }))
+        .filter((x) => x.t !== undefined && x.s.length === nodes.length).map((x) => ({ i: x.i, ms: Math.max(...x.s) - x.t!, spread: Math.max(...x.s) - Math.min(...x.s) }))
+        .sort((a, b) => b.ms - a.ms).slice(0, 8)
+      process.stderr.write(`  ${kind} slowest writes: ${slow.map((x) => `#${x.i} ${x.ms} ms (first to last node ${x.spread} ms)`).join(', ')}\n`)
     }
     const busyMs = cpu1.reduce((sum, s, k) => sum + s.cpuMs - cpu0[k].cpuMs, 0)
     const idleMs = cpu0.reduce((sum, s, k) => sum + s.cpuMs - idle0[k].cpuMs, 0)
@@ -193,7 +208,8 @@ function report(p: Propagation, raw: Propagation, heals: number[], payloadBytes:
   const lines = [
     `### Gossip: ${NODES} processes on loopback (fsync ${FSYNC ? 'on' : 'off'}), against raw gossipsub in the same run`,
     '',
-    `Command: \`BENCH_GOSSIP_NODES=${NODES} BENCH_GOSSIP_CHANGES=${CHANGES} BENCH_GOSSIP_RATE=${RATE} BENCH_GOSSIP_HEALS=${HEALS} npm run bench -- gossip\``,
+    `Command: \`BENCH_GOSSIP_NODES=${NODES} BENCH_GOSSIP_CHANGES=${CHANGES} BENCH_GOSSIP_RATE=${RATE} BENCH_GOSSIP_HEALS=${HEALS} npm run bench -- gossip\` ` +
+      `(${WARMUP} deploys first, not measured, in both fleets: BENCH_GOSSIP_WARMUP)`,
     '',
     `Baseline: the same ${NODES} processes as bare libp2p nodes with our transport stack and gossipsub settings ` +
       `(bench/gossip-raw-child.ts: fleet key, Noise, Yamux, mesh degree, scoring, async validation accepted at once), ` +

@@ -112,7 +112,10 @@ export function partOptions(init: GossipNodeInit): PartOptions {
       maxConnections: Math.max(64, maxPeers * 2),
       dialTimeoutMs: t.dialTimeoutMs,
       maxRpcBytes: Math.max(4 * 1024 * 1024, t.maxChangesMessageBytes * 4),
-      mesh: { D: t.meshDegree, Dlo: Math.max(1, t.meshDegree - 1), Dhi: t.meshDegree * 2, Dlazy: t.meshDegree },
+      // Dhi: D + 2, not 2D: peers graft until a mesh is full, and forwarding (when it happens) costs per mesh
+      // peer. Dlazy 2 with no gossip factor: IHAVE gossip repeats what flood publishing already delivered
+      // to every connected peer; forwarding around gaps and anti-entropy cover what it would (gossip/reach.ts)
+      mesh: { D: t.meshDegree, Dlo: Math.max(1, t.meshDegree - 1), Dhi: t.meshDegree + 2, Dlazy: Math.min(2, t.meshDegree), gossipFactor: 0 },
       version: init.self.version,
     },
     antiEntropy: {

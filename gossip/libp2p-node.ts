@@ -49,7 +49,7 @@ export interface Libp2pNodeInit {
   /** Bytes of one gossipsub RPC (several messages plus control). */
   maxRpcBytes: number
   /** gossipsub mesh degree (D, Dlo, Dhi) and lazy gossip degree (Dlazy). */
-  mesh?: { D: number; Dlo: number; Dhi: number; Dlazy: number }
+  mesh?: { D: number; Dlo: number; Dhi: number; Dlazy: number; gossipFactor: number }
   handshakes: HandshakeWatch
   version: string
 }
@@ -121,7 +121,7 @@ export async function createGossipLibp2p(init: Libp2pNodeInit): Promise<GossipLi
         // IDONTWANT goes to every mesh peer on each receipt of a message this big; with forwarding mostly
         // skipped (gossip/reach.ts) it would be most of the traffic, and routine changes are ~1 KiB
         idontwantMinDataSize: 16 * 1024,
-        ...(init.mesh === undefined ? {} : { D: init.mesh.D, Dlo: init.mesh.Dlo, Dhi: init.mesh.Dhi, Dlazy: init.mesh.Dlazy }),
+        ...(init.mesh === undefined ? {} : { D: init.mesh.D, Dlo: init.mesh.Dlo, Dhi: init.mesh.Dhi, Dlazy: init.mesh.Dlazy, gossipFactor: init.mesh.gossipFactor }),
         scoreParams: {
           IPColocationFactorWeight: init.ipColocationFactorWeight,
           topics: Object.fromEntries(init.topics.map((t) => [t, TOPIC_SCORE as TopicScoreParams])),
