@@ -18,7 +18,7 @@ import { actorFor, nodeOfActor } from './docs/automerge-values.js'
 import type { CertDocView } from './docs/cert-doc.js'
 import type { NodesDocView } from './docs/nodes-doc.js'
 import { EventLog } from './event-log.js'
-import { planCertWrite, planDeploy, planMachineCreate, planNodeWrite, type Plan } from './plans.js'
+import { jitteredRefreshMs, planCertWrite, planDeploy, planMachineCreate, planNodeWrite, type Plan } from './plans.js'
 import { KEYS } from './storage/keys.js'
 import { type CatalogDb, openDb } from './storage/level-db.js'
 import { scanCatalog } from './storage/startup-scan.js'
@@ -49,6 +49,7 @@ class LevelCatalog implements Catalog {
   private readonly log: Logger
   private db!: CatalogDb
   private registry!: DocRegistry
+  private lastSeenRefreshMs = jitteredRefreshMs()
   private events!: EventLog
   private pipeline!: WritePipeline
   private readonly state = new CatalogState()
@@ -265,8 +266,10 @@ class LevelCatalog implements Catalog {
   }
 
   async upsertSelf(record: NodeSelfRecord): Promise<void> {
-    const plan = planNodeWrite(this.nodeName, this.state.nodes.get(this.nodeName), { ...record, status: 'active' }, Date.now())
-    if (plan !== undefined) await this.run(plan)
+    const plan = planNodeWrite(this.nodeName, this.state.nodes.get(this.nodeName), { ...record, status: 'active' }, Date.now(), this.lastSeenRefreshMs)
+    if (plan === undefined) return
+    await this.run(plan)
+    this.lastSeenRefreshMs = jitteredRefreshMs()
   }
 
   async markSelfLeft(): Promise<void> {

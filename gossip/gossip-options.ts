@@ -135,7 +135,7 @@ export function partOptions(init: GossipNodeInit): PartOptions {
       perPeerPerSecond: t.changesPerPeerPerSecond,
       perPeerBurst: t.changesPerPeerBurst,
     },
-    dialer: { tickMs: 250, minBackoffMs: 250, maxBackoffMs: init.redialMaxMs ?? 500, maxPeers, dialTimeoutMs: t.dialTimeoutMs, answerWaitMs: 3_000, maxInflight: 2 },
+    dialer: { tickMs: 250, minBackoffMs: 250, maxBackoffMs: init.redialMaxMs ?? 500, maxPeers, dialTimeoutMs: t.dialTimeoutMs, answerWaitMs: 3_000 },
     membership: {
       heartbeatMs: init.heartbeatMs ?? 2_000,
       downAfterMs: init.downAfterMs ?? 10_000,

@@ -12,10 +12,7 @@ import type { GossipCounters } from './stats.js'
  * Of two nodes that both know each other, the one with the smaller peer id dials; the other retries only every
  * `answerWaitMs`, in case the first cannot reach it (one-way reachability). Both dialling at once after a heal
  * gave most pairs two connections — two handshakes, two identify exchanges, two sets of gossipsub streams —
- * and on 20 nodes that doubled work kept every core busy for seconds. For the same reason only `maxInflight`
- * dials run at once: a handshake costs ~30 ms of CPU, and a healed partition that starts all of them together
- * finishes all of them late, where a few at a time give every node its first connection — and with it the
- * sync that carries the other side's changes — soonest.
+ * and on 20 nodes that doubled work kept every core busy for seconds (a connection costs ~30 ms of CPU).
  */
 export interface PeerDialerOptions {
   tickMs: number
@@ -26,8 +23,6 @@ export interface PeerDialerOptions {
   dialTimeoutMs: number
   /** How long the node with the larger peer id waits between its own dials of a learned peer. */
   answerWaitMs: number
-  /** Dials in flight at once. */
-  maxInflight: number
 }
 
 interface Target {
@@ -56,7 +51,6 @@ export class PeerDialer {
   private readonly targets = new Map<string, Target>()
   private timer: NodeJS.Timeout | undefined
   private readonly stopping = new AbortController()
-  private inflight = 0
 
   constructor(
     private readonly libp2p: GossipLibp2p,
@@ -125,7 +119,6 @@ export class PeerDialer {
     const connected = new Set(this.libp2p.getPeers().map(String))
     const now = performance.now()
     for (const t of this.targets.values()) {
-      if (this.inflight >= this.o.maxInflight) break
       if (t.inflight) continue
       if (t.peerId !== undefined && connected.has(t.peerId)) { t.backoff = this.o.minBackoffMs; continue }
       if (!t.bootstrap && connected.size >= this.o.maxPeers) continue
@@ -139,7 +132,6 @@ export class PeerDialer {
 
   private async dial(t: Target): Promise<void> {
     t.inflight = true
-    this.inflight++
     t.answerAt = performance.now() + this.o.answerWaitMs
     try {
       const signal = AbortSignal.any([this.stopping.signal, AbortSignal.timeout(this.o.dialTimeoutMs)])
@@ -164,7 +156,6 @@ export class PeerDialer {
       t.failing = true
     } finally {
       t.inflight = false
-      this.inflight--
     }
   }
 }
