@@ -222,7 +222,7 @@ function report(p: Propagation, raw: Propagation, heals: number[], payloadBytes:
       ['same, max', ms(max[0]), ms(max[1]), ratio(max[0], max[1]), ''],
       ['changes not visible everywhere within 30 s', p.missing, raw.missing, '', '0'],
       ['CPU per change per node, above the idle fleet measured just before', ms(p.cpuMsPerChange, 2), ms(raw.cpuMsPerChange, 2), ratio(p.cpuMsPerChange, raw.cpuMsPerChange), ''],
-      ['CPU of an idle node, % of a core (ours: heartbeats 2 s, pings and sync rounds 5 s; raw: gossipsub heartbeat 1 s, connection pings 10 s)',
+      ['CPU of an idle node, % of a core (ours: heartbeats 2 s, pings 5 s, sync only with peers that differ; raw: gossipsub heartbeat 1 s)',
         fmt(p.idleCpuShare * 100, 2), fmt(raw.idleCpuShare * 100, 2), ratio(p.idleCpuShare, raw.idleCpuShare), ''],
       ['RSS per node after the writes, median / max (ratio of medians)', `${mb(rss[0])} / ${mb(p.rss.at(-1) ?? NaN)} MiB`, `${mb(rss[1])} / ${mb(raw.rss.at(-1) ?? NaN)} MiB`, ratio(rss[0], rss[1]), ''],
       ['fleet start until meshed (ours: and converged)', `${fmt(p.startMs / 1000, 1)} s`, `${fmt(raw.startMs / 1000, 1)} s`, ratio(p.startMs, raw.startMs), ''],
