@@ -27,7 +27,7 @@ const RATE = Number(process.env.BENCH_GOSSIP_RATE ?? 5)
 const HEALS = Number(process.env.BENCH_GOSSIP_HEALS ?? 3)
 const WRITES_PER_SIDE = 10
 /** Deploys made and waited for before measuring, so that the first ones do not measure JIT and first-use costs. */
-const WARMUP = Number(process.env.BENCH_GOSSIP_WARMUP ?? 10)
+const WARMUP = Number(process.env.BENCH_GOSSIP_WARMUP ?? 40)
 const FSYNC = process.env.BENCH_GOSSIP_FSYNC !== '0'
 /** Mesh peers every node must have before measuring: gossipsub's Dlo at our default degree 6, or all others in a small fleet. */
 const MIN_MESH_PEERS = Math.min(NODES - 1, Math.max(1, Number(process.env.BENCH_GOSSIP_MESH ?? 6) - 1))
