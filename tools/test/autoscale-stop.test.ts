@@ -32,11 +32,15 @@ test('autostop stops idle Machines one per pass down to min_machines_running in 
 
   expect(running(n, 'idle')).toHaveLength(1)
   const stopped = n.daemon.catalog.listMachines({ app: 'idle' }).filter((m) => m.state === 'stopped')
-  expect(stopped.map((m) => m.stateReason).sort()).toEqual(['autostop: excess=1', 'autostop: excess=2'])
+  expect(stopped.every((m) => /^autostop: excess=[12]$/.test(m.stateReason ?? ''))).toBe(true)
   expect(n.autoscale().autostop).toMatchObject({ stopped: 2, cordoned: 2, abandoned: 0 })
-  // one Machine per pass: the two stops were decided in different passes (the excess went 2 → 1)
+  // one Machine per pass: the two stops were decided in different passes. The excess goes 2 → 1 when all three
+  // were running at the first pass; a pass that runs while the third is still booting sees excess 1 twice.
   const stopping = (await events(n, 'idle')).filter((e) => e.type === 'machine.state' && e.state === 'stopping')
-  expect(stopping.map((e) => e.type === 'machine.state' && e.reason)).toEqual(['autostop: excess=2', 'autostop: excess=1'])
+  const excess = stopping.map((e) => Number(/excess=(\d+)/.exec(e.type === 'machine.state' ? e.reason ?? '' : '')?.[1]))
+  expect(excess).toHaveLength(2)
+  expect(excess[0]).toBeGreaterThanOrEqual(excess[1])
+  expect(excess[1]).toBe(1)
   expect(stopping[1].ts - stopping[0].ts).toBeGreaterThan(500)
   expect(machines.map((m) => m.id)).toContain(running(n, 'idle')[0].id)
 })
