@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises'
 import { Session } from 'node:inspector'
 import pino from 'pino'
 import { openCatalog } from '../catalog/index.js'
-import { digestHash } from '../gossip/digest.js'
+import { digestHashOf } from '../catalog/digest-hash.js'
 import { gossipNode, readFleetKey } from '../gossip/index.js'
 import { parseAppConfigText } from '../schemas/parse-app-config.js'
 
@@ -80,7 +80,7 @@ async function handle(m: ToChild): Promise<void> {
     case 'dial':
       break // the daemon dials the nodes it learns of itself (gossip/peer-dialer.ts)
     case 'digest':
-      send({ type: 'digest', id: m.id, hash: Buffer.from(digestHash(catalog.digest())).toString('hex') })
+      send({ type: 'digest', id: m.id, hash: Buffer.from(digestHashOf(catalog.digest())).toString('hex') })
       break
     case 'stats': {
       const s = gossip.stats()

@@ -1,4 +1,3 @@
-import { digestHashOf } from '../catalog/digest-hash.js'
 import type { DocId } from '../schemas/catalog-records.js'
 
 /**
@@ -9,11 +8,6 @@ export type Digest = ReadonlyMap<DocId, readonly string[]>
 
 function headsKey(heads: readonly string[]): string {
   return [...heads].sort().join(',')
-}
-
-/** The same hash the catalog keeps current (catalog/digest-hash.ts), computed from a whole digest. */
-export function digestHash(digest: Digest): Uint8Array {
-  return digestHashOf(digest)
 }
 
 export function digestEntries(digest: Digest): Array<[DocId, string[]]> {

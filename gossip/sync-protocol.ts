@@ -37,8 +37,6 @@ export interface SyncSessionResult {
   /** Documents dropped after an error (quarantined, failing) or too many rounds. */
   failed: number
   rounds: number
-  /** Documents whose heads changed here: this node learned something it may pass on. */
-  learned: number
 }
 
 export async function syncAsInitiator(ch: SyncChannel, ctx: SyncSessionContext): Promise<SyncSessionResult> {
@@ -47,7 +45,7 @@ export async function syncAsInitiator(ch: SyncChannel, ctx: SyncSessionContext):
   const hello = await ch.read('hello')
   if (sameBytes(hello.digestHash, myHash)) {
     await ch.write({ t: 'bye' })
-    return { inSync: true, docs: 0, converged: 0, failed: 0, rounds: 0, learned: 0 }
+    return { inSync: true, docs: 0, converged: 0, failed: 0, rounds: 0 }
   }
   const mine = ctx.replica.digest()
   await ch.write({ t: 'digest', docs: digestEntries(mine) })
@@ -55,14 +53,7 @@ export async function syncAsInitiator(ch: SyncChannel, ctx: SyncSessionContext):
   const docs = differingDocs(mine, theirs).filter((d) => !ctx.replica.isQuarantined(d))
   const result = await runRounds(ch, ctx, docs)
   await ch.write({ t: 'bye' })
-  return { inSync: false, docs: docs.length, ...result, learned: learnedSince(ctx.replica, mine, docs) }
-}
-
-function learnedSince(replica: SyncReplica, before: ReadonlyMap<DocId, string[]>, docs: Iterable<DocId>): number {
-  const now = replica.digest()
-  let n = 0
-  for (const d of docs) if ((now.get(d) ?? []).join() !== (before.get(d) ?? []).join()) n++
-  return n
+  return { inSync: false, docs: docs.length, ...result }
 }
 
 interface DocProgress { state: PeerSyncState; rounds: number; carry: Uint8Array | null | undefined }
@@ -150,7 +141,7 @@ export async function syncAsResponder(ch: SyncChannel, ctx: SyncSessionContext &
   await ch.read('hello')
   await ch.write({ t: 'hello', v: 1, node: ctx.replica.nodeName, digestHash: ctx.replica.digestHash() })
   const next = await ch.read('digest', 'bye')
-  if (next.t === 'bye') return { inSync: true, docs: 0, converged: 0, failed: 0, rounds: 0, learned: 0 }
+  if (next.t === 'bye') return { inSync: true, docs: 0, converged: 0, failed: 0, rounds: 0 }
   const mine = ctx.replica.digest()
   await ch.write({ t: 'digest', docs: digestEntries(mine) })
   const states = new Map<DocId, PeerSyncState | null>() // null: failed, answered with null from then on
@@ -159,7 +150,7 @@ export async function syncAsResponder(ch: SyncChannel, ctx: SyncSessionContext &
   for (;;) {
     const frame = await ch.read('sync', 'bye')
     if (frame.t === 'bye') {
-      return { inSync: false, docs: states.size, converged: states.size - failed, failed, rounds, learned: learnedSince(ctx.replica, mine, states.keys()) }
+      return { inSync: false, docs: states.size, converged: states.size - failed, failed, rounds }
     }
     rounds++
     if (new Set(frame.msgs.map((m) => m.docId)).size !== frame.msgs.length) throw new SyncProtocolError('a document appears twice in one sync frame')

@@ -2,34 +2,25 @@ import * as A from '@automerge/automerge'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { lpStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
-import { afterEach, beforeEach, expect, test } from 'vitest'
+import { afterEach, expect, test } from 'vitest'
 import type { Catalog } from '../../catalog/catalog-api.js'
 import { webConfig } from '../../catalog/test/fixtures.js'
 import type { DocId } from '../../schemas/catalog-records.js'
-import { tempDir } from '../../test/helpers/temp-dir.js'
 import { waitFor } from '../../test/helpers/wait-for.js'
 import { SYNC_PROTOCOL } from '../anti-entropy.js'
 import { CHANGES_TOPIC } from '../broadcast.js'
-import { generateFleetKey } from '../fleet-key.js'
 import { HandshakeWatch } from '../handshake-watch.js'
 import { createGossipLibp2p, type GossipLibp2p } from '../libp2p-node.js'
 import { HEARTBEAT_TOPIC } from '../membership.js'
 import { encodeWire } from '../wire-codec.js'
-import { type TestNode, TestFleet, waitForMesh } from './fleet-harness.js'
+import { type TestNode, useTestFleet, waitForMesh } from './fleet-harness.js'
 
-let dir: Awaited<ReturnType<typeof tempDir>>
-let fleet: TestFleet
+const fleet = useTestFleet()
 let mallory: GossipLibp2p | undefined
 
-beforeEach(async () => {
-  dir = await tempDir('edgeproxy-gossip-')
-  fleet = new TestFleet(dir.path, generateFleetKey())
-})
 afterEach(async () => {
   await mallory?.stop()
   mallory = undefined
-  await fleet.stopAll()
-  await dir.remove()
 })
 
 /** A fleet member gone bad: a bare libp2p node with the fleet key, connected to `victim`, sending what it likes. */

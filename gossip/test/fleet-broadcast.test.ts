@@ -1,21 +1,9 @@
-import { afterEach, beforeEach, expect, test } from 'vitest'
+import { expect, test } from 'vitest'
 import { webConfig } from '../../catalog/test/fixtures.js'
-import { tempDir } from '../../test/helpers/temp-dir.js'
 import { waitFor } from '../../test/helpers/wait-for.js'
-import { generateFleetKey } from '../fleet-key.js'
-import { TestFleet, waitForConvergence, waitForMesh } from './fleet-harness.js'
+import { useTestFleet, waitForConvergence, waitForMesh } from './fleet-harness.js'
 
-let dir: Awaited<ReturnType<typeof tempDir>>
-let fleet: TestFleet
-
-beforeEach(async () => {
-  dir = await tempDir('edgeproxy-gossip-')
-  fleet = new TestFleet(dir.path, generateFleetKey())
-})
-afterEach(async () => {
-  await fleet.stopAll()
-  await dir.remove()
-})
+const fleet = useTestFleet()
 
 test('three nodes bootstrapped from one seed: a change on A appears on C, and A and C meet without the seed', async () => {
   const seed = await fleet.start({ name: 'seed' })

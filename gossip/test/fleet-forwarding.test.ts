@@ -1,39 +1,18 @@
-import { afterEach, beforeEach, expect, test } from 'vitest'
+import { expect, test } from 'vitest'
 import { openCatalog } from '../../catalog/index.js'
 import { webConfig } from '../../catalog/test/fixtures.js'
 import type { DocId } from '../../schemas/catalog-records.js'
-import { tempDir } from '../../test/helpers/temp-dir.js'
 import { waitFor } from '../../test/helpers/wait-for.js'
-import { generateFleetKey } from '../fleet-key.js'
-import type { GossipNodeInit } from '../gossip-node.js'
-import { type TestNode, TestFleet, waitForConvergence, waitForLog, waitForMesh } from './fleet-harness.js'
+import { startRelayedFleet, type TestNode, useTestFleet, waitForConvergence, waitForLog, waitForMesh } from './fleet-harness.js'
 
 /**
  * What a fleet does to spare work: a message that reached everyone from its publisher is not forwarded, and
  * an idle fleet runs no sync sessions — and what it still does when that is not enough: forward around a cut
  * link, sync with a peer that holds something others lack, and replace a connection that stopped answering.
  */
-let dir: Awaited<ReturnType<typeof tempDir>>
-let fleet: TestFleet
-
-beforeEach(async () => {
-  dir = await tempDir('edgeproxy-gossip-')
-  fleet = new TestFleet(dir.path, generateFleetKey())
-})
-afterEach(async () => {
-  await fleet.stopAll()
-  await dir.remove()
-})
+const fleet = useTestFleet()
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
-async function startRelayedFleet(names: string[], init: Partial<GossipNodeInit>): Promise<TestNode[]> {
-  const first = await fleet.start({ name: names[0], relayed: true, init })
-  const nodes = [first]
-  for (const name of names.slice(1)) nodes.push(await fleet.start({ name, relayed: true, bootstrap: [first], init }))
-  await waitForMesh(nodes, names.length - 1)
-  return nodes
-}
 
 function cut(x: TestNode, y: TestNode): void {
   x.relay!.set({ mode: 'refuse' }, { from: [y.ip!] })
@@ -45,7 +24,7 @@ const connected = (x: TestNode, y: TestNode): boolean => x.gossip.connectedPeers
 test('a message that reached every node from its publisher is not forwarded; around a cut link the node between forwards it', async () => {
   // no periodic sync within the test: what arrives, arrives by broadcast
   const init = { syncIntervalMs: 60_000, heartbeatMs: 200, downAfterMs: 1_500 }
-  const [a, b, c] = await startRelayedFleet(['a', 'b', 'c'], init)
+  const [a, b, c] = await startRelayedFleet(fleet, ['a', 'b', 'c'], init)
   await waitForConvergence([a, b, c])
 
   await a.catalog.deployApp(webConfig('everywhere'))
@@ -70,7 +49,7 @@ test('a message that reached every node from its publisher is not forwarded; aro
 
 test('an idle fleet runs no sync sessions; a node holding what the others lack is synced by them within seconds', async () => {
   const init = { syncIntervalMs: 300, heartbeatMs: 200 }
-  const [a, b, c] = await startRelayedFleet(['a', 'b', 'c'], init)
+  const [a, b, c] = await startRelayedFleet(fleet, ['a', 'b', 'c'], init)
   await waitForConvergence([a, b, c])
   await sleep(1_000) // every heartbeat since carries the common digest hash
   const sessions = () => [a, b, c].reduce((n, x) => n + x.gossip.stats().syncInitiated, 0)
@@ -79,7 +58,7 @@ test('an idle fleet runs no sync sessions; a node holding what the others lack i
   expect(sessions()).toBe(idleStart)
 
   // c gets a document by a path broadcast does not cover (changes applied as if synced from elsewhere)
-  const outsider = await openCatalog({ dataDir: `${dir.path}/outsider`, nodeName: 'outsider', sync: false })
+  const outsider = await openCatalog({ dataDir: `${fleet.dir}/outsider`, nodeName: 'outsider', sync: false })
   const changes: Array<{ docId: DocId; changes: Uint8Array[] }> = []
   const sub = outsider.onLocalChange((docId, ch) => changes.push({ docId, changes: ch }))
   await outsider.deployApp(webConfig('side'))
@@ -96,7 +75,7 @@ test('an idle fleet runs no sync sessions; a node holding what the others lack i
 
 test('a connection that stops answering pings is closed and redialled', async () => {
   const init = { pingIntervalMs: 150, tuning: { pingTimeoutMs: 200, deadConnectionMs: 1_000 } }
-  const [a, b] = await startRelayedFleet(['a', 'b'], init)
+  const [a, b] = await startRelayedFleet(fleet, ['a', 'b'], init)
   // both directions go silent without closing: only the pings can tell
   a.relay!.set({ mode: 'blackhole' }, { from: [b.ip!] })
   b.relay!.set({ mode: 'blackhole' }, { from: [a.ip!] })

@@ -1,11 +1,14 @@
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import pino, { type Logger } from 'pino'
+import { afterEach, beforeEach } from 'vitest'
 import { openCatalog } from '../../catalog/index.js'
 import type { Catalog } from '../../catalog/catalog-api.js'
 import type { CatalogEvent } from '../../schemas/catalog-events.js'
 import { type ChaosRelay, startChaosRelay } from '../../test/helpers/chaos-relay.js'
+import { tempDir } from '../../test/helpers/temp-dir.js'
 import { waitFor } from '../../test/helpers/wait-for.js'
+import { generateFleetKey } from '../fleet-key.js'
 import { gossipNode, type GossipNode, type GossipNodeInit } from '../gossip-node.js'
 
 /**
@@ -57,7 +60,18 @@ export class TestFleet {
   private readonly relays = new Map<string, ChaosRelay>()
   private nextIp = 11
 
-  constructor(readonly dir: string, readonly fleetKey: Uint8Array) {}
+  constructor(private _dir: string, private _fleetKey: Uint8Array) {}
+
+  get dir(): string { return this._dir }
+  get fleetKey(): Uint8Array { return this._fleetKey }
+
+  /** Start over in another dir with another key (after `stopAll`): how `useTestFleet` reuses one object. */
+  reset(dir: string, fleetKey: Uint8Array): void {
+    if (this.nodes.size > 0) throw new Error('reset a test fleet only after stopAll')
+    this._dir = dir
+    this._fleetKey = fleetKey
+    this.nextIp = 11
+  }
 
   node(name: string): TestNode {
     const n = this.nodes.get(name)
@@ -124,6 +138,34 @@ export class TestFleet {
     this.nodes.clear()
     this.relays.clear()
   }
+}
+
+/**
+ * One fleet per test in a fresh temp dir with a fresh fleet key, stopped and removed after the test.
+ * Call at the top of a test file; the returned fleet object stays the same across tests.
+ */
+export function useTestFleet(): TestFleet {
+  const fleet = new TestFleet('', new Uint8Array())
+  let remove: (() => Promise<void>) | undefined
+  beforeEach(async () => {
+    const dir = await tempDir('edgeproxy-gossip-')
+    remove = dir.remove
+    fleet.reset(dir.path, generateFleetKey())
+  })
+  afterEach(async () => {
+    await fleet.stopAll()
+    await remove?.()
+  })
+  return fleet
+}
+
+/** Relayed nodes bootstrapped from the first, each connected to all others before this returns. */
+export async function startRelayedFleet(fleet: TestFleet, names: string[], init?: Partial<GossipNodeInit>): Promise<TestNode[]> {
+  const first = await fleet.start({ name: names[0], relayed: true, init })
+  const nodes = [first]
+  for (const name of names.slice(1)) nodes.push(await fleet.start({ name, relayed: true, bootstrap: [first], init }))
+  await waitForMesh(nodes, names.length - 1)
+  return nodes
 }
 
 function listenPort(g: GossipNode): number {

@@ -1,21 +1,10 @@
-import { afterEach, beforeEach, expect, test } from 'vitest'
+import { expect, test } from 'vitest'
 import { webConfig } from '../../catalog/test/fixtures.js'
-import { tempDir } from '../../test/helpers/temp-dir.js'
 import { waitFor } from '../../test/helpers/wait-for.js'
 import { fleetKeyFingerprint, generateFleetKey } from '../fleet-key.js'
-import { TestFleet, waitForConvergence, waitForLog, waitForMesh } from './fleet-harness.js'
+import { useTestFleet, waitForConvergence, waitForLog, waitForMesh } from './fleet-harness.js'
 
-let dir: Awaited<ReturnType<typeof tempDir>>
-let fleet: TestFleet
-
-beforeEach(async () => {
-  dir = await tempDir('edgeproxy-gossip-')
-  fleet = new TestFleet(dir.path, generateFleetKey())
-})
-afterEach(async () => {
-  await fleet.stopAll()
-  await dir.remove()
-})
+const fleet = useTestFleet()
 
 test('a node stopped for a while restarts from its data dir with the same peer id and catches up', async () => {
   const a = await fleet.start({ name: 'a' })

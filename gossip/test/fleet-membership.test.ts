@@ -1,20 +1,8 @@
-import { afterEach, beforeEach, expect, test } from 'vitest'
-import { tempDir } from '../../test/helpers/temp-dir.js'
+import { expect, test } from 'vitest'
 import { waitFor } from '../../test/helpers/wait-for.js'
-import { generateFleetKey } from '../fleet-key.js'
-import { TestFleet, waitForEvent, waitForMesh } from './fleet-harness.js'
+import { useTestFleet, waitForEvent, waitForMesh } from './fleet-harness.js'
 
-let dir: Awaited<ReturnType<typeof tempDir>>
-let fleet: TestFleet
-
-beforeEach(async () => {
-  dir = await tempDir('edgeproxy-gossip-')
-  fleet = new TestFleet(dir.path, generateFleetKey())
-})
-afterEach(async () => {
-  await fleet.stopAll()
-  await dir.remove()
-})
+const fleet = useTestFleet()
 
 const FAST = { heartbeatMs: 100, downAfterMs: 700 }
 

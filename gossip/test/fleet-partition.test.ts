@@ -1,21 +1,9 @@
-import { afterEach, beforeEach, expect, test } from 'vitest'
+import { expect, test } from 'vitest'
 import { webConfig } from '../../catalog/test/fixtures.js'
-import { tempDir } from '../../test/helpers/temp-dir.js'
 import { waitFor } from '../../test/helpers/wait-for.js'
-import { generateFleetKey } from '../fleet-key.js'
-import { headsOf, type TestNode, TestFleet, waitForConvergence, waitForMesh } from './fleet-harness.js'
+import { headsOf, startRelayedFleet, type TestNode, useTestFleet, waitForConvergence } from './fleet-harness.js'
 
-let dir: Awaited<ReturnType<typeof tempDir>>
-let fleet: TestFleet
-
-beforeEach(async () => {
-  dir = await tempDir('edgeproxy-gossip-')
-  fleet = new TestFleet(dir.path, generateFleetKey())
-})
-afterEach(async () => {
-  await fleet.stopAll()
-  await dir.remove()
-})
+const fleet = useTestFleet()
 
 /** Cuts every link between the two sides at the relays in front of each node; links within a side stay. */
 function partition(left: TestNode[], right: TestNode[]): void {
@@ -27,16 +15,8 @@ function heal(nodes: TestNode[]): void {
   for (const n of nodes) n.relay!.reset()
 }
 
-async function startRelayedFleet(names: string[]): Promise<TestNode[]> {
-  const first = await fleet.start({ name: names[0], relayed: true })
-  const nodes = [first]
-  for (const name of names.slice(1)) nodes.push(await fleet.start({ name, relayed: true, bootstrap: [first] }))
-  await waitForMesh(nodes, names.length - 1)
-  return nodes
-}
-
 test('a partition with writes on both sides heals: identical heads within 2 s of the heal', async () => {
-  const [l1, l2, r1, r2] = await startRelayedFleet(['l1', 'l2', 'r1', 'r2'])
+  const [l1, l2, r1, r2] = await startRelayedFleet(fleet, ['l1', 'l2', 'r1', 'r2'])
   const left = [l1, l2]
   const right = [r1, r2]
   await l1.catalog.deployApp(webConfig('shared'))
@@ -64,7 +44,7 @@ test('a partition with writes on both sides heals: identical heads within 2 s of
 })
 
 test('with 10% of connections lost and links cut every 300 ms, writes from every node still converge', async () => {
-  const nodes = await startRelayedFleet(['p1', 'p2', 'p3', 'p4'])
+  const nodes = await startRelayedFleet(fleet, ['p1', 'p2', 'p3', 'p4'])
   for (const n of nodes) n.relay!.set({ connectionLoss: 0.1 })
   let cuts = 0
   const churn = setInterval(() => { nodes[cuts++ % nodes.length].relay!.cut() }, 300)

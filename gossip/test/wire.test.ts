@@ -1,6 +1,7 @@
 import { expect, test } from 'vitest'
 import { ChangesMessageSchema, GOSSIP_LIMITS, HeartbeatSchema, SyncFrameSchema } from '../../schemas/gossip-messages.js'
-import { differingDocs, digestHash } from '../digest.js'
+import { digestHashOf } from '../../catalog/digest-hash.js'
+import { differingDocs } from '../digest.js'
 import { Throttle } from '../throttle.js'
 import { decodeWire, encodeWire } from '../wire-codec.js'
 
@@ -42,7 +43,7 @@ test('digests: equal content hashes equal whatever the order; differing document
   const h2 = 'b'.repeat(64)
   const mine = new Map([['app:web', [h1, h2]], ['nodes', [h1]]] as const)
   const same = new Map([['nodes', [h1]], ['app:web', [h2, h1]]] as const)
-  expect(digestHash(mine)).toEqual(digestHash(same))
+  expect(digestHashOf(mine)).toEqual(digestHashOf(same))
   const theirs = new Map([['app:web', [h1]], ['app:api', [h2]]] as const)
   expect(differingDocs(mine, theirs).sort()).toEqual(['app:api', 'app:web', 'nodes'])
   expect(differingDocs(mine, same)).toEqual([])
