@@ -56,7 +56,11 @@ const gossip = gossipNode({
   ipColocationFactorWeight: 0, // every node shares the loopback IP range
   ...(process.env.BENCH_GOSSIP_FANOUT === undefined ? {} : { syncFanout: Number(process.env.BENCH_GOSSIP_FANOUT) }),
   // BENCH_GOSSIP_MESH=D compares gossipsub mesh degrees (the transport cost per forwarded message scales with D)
-  ...(process.env.BENCH_GOSSIP_MESH === undefined ? {} : { tuning: { meshDegree: Number(process.env.BENCH_GOSSIP_MESH) } }),
+  tuning: {
+    ...(process.env.BENCH_GOSSIP_MESH === undefined ? {} : { meshDegree: Number(process.env.BENCH_GOSSIP_MESH) }),
+    // BENCH_GOSSIP_RELAY_MAX=0 turns off broadcasting on what sync sessions bring (gossip/sync-relay.ts)
+    ...(process.env.BENCH_GOSSIP_RELAY_MAX === undefined ? {} : { syncRelayMaxBytes: Number(process.env.BENCH_GOSSIP_RELAY_MAX) }),
+  },
   ...(cfg.announce === undefined ? {} : { announce: [cfg.announce], dialFrom: cfg.ip }),
 })({ catalog, log })
 await gossip.start()

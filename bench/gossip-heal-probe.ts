@@ -4,14 +4,24 @@ import { writeFleetKey } from '../gossip/index.js'
 import { benchDir } from './bench-util.js'
 import { startFleet, stopFleet, untilConverged } from './gossip-fleet.js'
 
-/** Dev probe: CPU profile of two nodes through a partition heal (`node dist/bench/gossip-heal-probe.js N OUTDIR`). */
+/**
+ * Dev probe of a partition heal (`node dist/bench/gossip-heal-probe.js N OUTDIR`): per node, when its first link
+ * across came back, when it held the other side's writes, when it was level. PROFILE=1: CPU profiles of two
+ * nodes into OUTDIR; TIMELINE=1: fleet CPU and counters per second; SEEN=1: when each node saw each write.
+ */
 const N = Number(process.argv[2] ?? 20)
 const OUT = process.argv[3] ?? '/tmp/gossip-prof'
+const WRITES_PER_SIDE = 10
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const dir = await benchDir('gossip-heal')
 try {
   const fleetKeyPath = await writeFleetKey(join(dir.path, 'fleet'))
-  const nodes = await startFleet({ dir: dir.path, fleetKeyPath, nodes: N, relayed: true, fsync: true })
+  // per node, when it held the last of the partition's writes (the children report `b-` apps as they appear)
+  const seenAt = new Map<string, Map<string, number>>()
+  const nodes = await startFleet({
+    dir: dir.path, fleetKeyPath, nodes: N, relayed: true, fsync: process.env.BENCH_GOSSIP_FSYNC !== '0',
+    onMessage: (n, m) => { if (m.type === 'seen') seenAt.set(n.name, (seenAt.get(n.name) ?? new Map()).set(m.app, m.t)) },
+  })
   try {
     await untilConverged(nodes, 60_000)
     process.stdout.write(`connections per node before the partition: ${(await Promise.all(nodes.map((n) => n.stats()))).map((s) => s.gossip.connections).join(' ')}\n`)
@@ -20,9 +30,9 @@ try {
     for (const n of left) n.relay!.set({ mode: 'refuse' }, { from: right.map((r) => r.ip) })
     for (const n of right) n.relay!.set({ mode: 'refuse' }, { from: left.map((l) => l.ip) })
     await sleep(500)
-    for (let k = 0; k < 10; k++) {
-      left[k % left.length].send({ type: 'write', app: `l-${k}` })
-      right[k % right.length].send({ type: 'write', app: `r-${k}` })
+    for (let k = 0; k < WRITES_PER_SIDE; k++) {
+      left[k % left.length].send({ type: 'write', app: `b-l-${k}` })
+      right[k % right.length].send({ type: 'write', app: `b-r-${k}` })
     }
     await untilConverged(left, 30_000)
     await untilConverged(right, 30_000)
@@ -30,16 +40,18 @@ try {
     await sleep(3000)
     const p1 = await Promise.all(nodes.map((n) => n.stats()))
     process.stdout.write(`partitioned fleet: ${(p1.reduce((t, s, i) => t + s.cpuMs - p0[i].cpuMs, 0) / 3000).toFixed(2)} cores; peers ${p1.map((s) => s.peers).join(' ')}\n`)
-    const prof = Promise.all([nodes[0], nodes[N - 1]].map((n, i) => n.ask({ type: 'profile', ms: 10_000, file: join(OUT, `heal-${i}.cpuprofile`) }, 20_000)))
+    const prof = process.env.PROFILE === '1' ? Promise.all([nodes[0], nodes[N - 1]].map((n, i) => n.ask({ type: 'profile', ms: 10_000, file: join(OUT, `heal-${i}.cpuprofile`) }, 20_000))) : undefined
     const s0 = await Promise.all(nodes.map((n) => n.stats()))
-    const samples: Array<{ t: number; digests: string[]; peers: number[] }> = []
+    const samples: Array<{ t: number; digests: string[]; peers: number[]; stats: Awaited<ReturnType<typeof nodes[0]['stats']>>[] }> = []
     const t0 = performance.now()
+    const parentCpu0 = process.cpuUsage()
+    const healedAtEpoch = Date.now()
     for (const n of nodes) n.relay!.reset()
     let sampling = true
     const sampler = (async () => {
       while (sampling) {
         const [digests, stats] = await Promise.all([Promise.all(nodes.map((n) => n.digest())), Promise.all(nodes.map((n) => n.stats()))])
-        samples.push({ t: performance.now() - t0, digests, peers: stats.map((s) => s.peers) })
+        samples.push({ t: performance.now() - t0, digests, peers: stats.map((s) => s.peers), stats })
         await sleep(100)
       }
     })()
@@ -51,16 +63,42 @@ try {
     const level = nodes.map((_, i) => samples.find((s) => s.digests[i] === final)?.t ?? NaN)
     const allPeers = nodes.map((_, i) => samples.find((s) => s.peers[i] >= N - 1)?.t ?? NaN)
     const f = (xs: number[]) => xs.map((x) => Math.round(x)).join(' ')
-    process.stdout.write(`first cross connection at: ${f(firstCross)}\nlevel at: ${f(level)}\nall peers at: ${f(allPeers)}\n`)
+    const allWrites = nodes.map((n) => {
+      const seen = seenAt.get(n.name) ?? new Map<string, number>()
+      return seen.size < 2 * WRITES_PER_SIDE ? NaN : Math.max(...seen.values()) - healedAtEpoch
+    })
+    if (process.env.TIMELINE === '1') {
+      // per second: fleet CPU and what the fleet did
+      const keys = ['heartbeatsReceived', 'changesReceived', 'changesAlreadyHeld', 'changesRelayed', 'syncInitiated', 'handshakeFailures', 'syncDocsRelayed']
+      const at = (sec: number) => samples.findLast((x) => x.t <= sec * 1000) ?? samples[0]
+      for (let sec = 1; sec * 1000 <= samples.at(-1)!.t + 999; sec++) {
+        const [a, b] = [at(sec - 1), at(sec)]
+        const dt = (b.t - a.t) / 1000
+        if (dt <= 0) continue
+        const d = (k: string) => b.stats.reduce((t, s, i) => t + Number(s.gossip[k]) - Number(a.stats[i].gossip[k]), 0)
+        const cpu = b.stats.reduce((t, s, i) => t + s.cpuMs - a.stats[i].cpuMs, 0) / 1000 / dt
+        const conns = b.stats.reduce((t, s) => t + Number(s.gossip.connections), 0)
+        process.stdout.write(`t=${sec}s cores ${cpu.toFixed(2)} conns ${conns} peers ${b.peers.reduce((x, y) => x + y, 0)} ${keys.map((k) => `${k} ${(d(k) / dt).toFixed(0)}/s`).join(' ')}\n`)
+      }
+    }
+    if (process.env.SEEN === '1') {
+      for (const n of nodes) {
+        const seen = [...(seenAt.get(n.name) ?? new Map<string, number>())].filter(([, t]) => t >= healedAtEpoch).sort((a, b) => a[1] - b[1])
+        process.stdout.write(`${n.name}: ${seen.map(([app, t]) => `${app.slice(2)}@${t - healedAtEpoch}`).join(' ')}\n`)
+      }
+    }
+    process.stdout.write(`first cross connection at: ${f(firstCross)}\nall partition writes at: ${f(allWrites)}\nlevel at: ${f(level)}\nall peers at: ${f(allPeers)}\n`)
     const s1 = await Promise.all(nodes.map((n) => n.stats()))
     await prof
     const cpu = s1.reduce((t, s, i) => t + s.cpuMs - s0[i].cpuMs, 0)
     const delta = (k: string) => s1.reduce((t, s, i) => t + Number(s.gossip[k]) - Number(s0[i].gossip[k]), 0)
     process.stdout.write(`connections per node after the heal: ${s1.map((s) => s.gossip.connections).join(' ')}\n`)
-    const keys = ['heartbeatsReceived', 'heartbeatsNotForwarded', 'changesReceived', 'changesNotForwarded', 'syncInitiated', 'syncInSync', 'syncDocsConverged', 'dialFailures', 'handshakeFailures']
+    const keys = ['heartbeatsReceived', 'heartbeatsNotForwarded', 'changesReceived', 'changesNotForwarded', 'syncInitiated', 'syncInSync', 'syncDocsConverged', 'dialFailures', 'handshakeFailures', 'syncDocsRelayed', 'syncRelaysTooBig', 'changesMissingDeps', 'changesRelayed', 'changesAlreadyHeld']
     process.stdout.write(`fleet counters: ${keys.map((k) => `${k} ${delta(k)}`).join(', ')}\n`)
     const thr = s1.reduce((t, s, i) => t + (s.gossip.droppedHeartbeats as Record<string, number>).throttled - (s0[i].gossip.droppedHeartbeats as Record<string, number>).throttled, 0)
     process.stdout.write(`heartbeats throttled ${thr}\n`)
+    const pc = process.cpuUsage(parentCpu0)
+    process.stdout.write(`parent (relays, polling) CPU during the heal: ${((pc.user + pc.system) / 1000 / ms).toFixed(2)} cores\n`)
     process.stdout.write(`healed in ${Math.round(ms)} ms; fleet CPU during it ${Math.round(cpu)} ms (${(cpu / ms).toFixed(2)} cores)\n`)
   } finally {
     await stopFleet(nodes)

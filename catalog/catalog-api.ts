@@ -122,6 +122,8 @@ export interface ApplyRemoteResult {
   events: CatalogEvent[]
   /** Changes whose dependencies are missing; a sync of the document is needed. */
   missingDeps: boolean
+  /** The Automerge changes this node did not hold before, as applied (empty: nothing new). */
+  changes: Uint8Array[]
 }
 
 export interface CatalogReplica {

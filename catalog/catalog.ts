@@ -318,15 +318,20 @@ class LevelCatalog implements Catalog {
 
   async applyRemoteChanges(docId: DocId, changes: Uint8Array[], fromPeer: string): Promise<ApplyRemoteResult> {
     const id = parseDocId(docId)
+    const hashes: string[] = []
     for (const [i, c] of changes.entries()) {
       try {
-        A.decodeChange(c)
+        hashes.push(A.decodeChange(c).hash)
       } catch (err) {
         throw new EdgeProxyError('EP_INVALID_REQUEST', `change ${i} for ${id} from ${fromPeer} is not a valid Automerge change`, { cause: err })
       }
     }
+    // changes this node already holds (a second copy, a relay of what came another way) cost a lookup, not a
+    // copy of the document and a write (the pipeline copies a document before applying a peer's changes to it)
+    const loaded = this.registry.current(id)
+    if (loaded !== undefined && A.hasHeads(loaded, hashes)) return { events: [], missingDeps: false, changes: [] }
     const r = await this.pipeline.submit({ type: 'change', docId: id, create: true, fromPeer, run: (doc) => A.applyChanges(doc, changes)[0] })
-    return { events: r.events, missingDeps: r.missingDeps }
+    return { events: r.events, missingDeps: r.missingDeps, changes: r.changes }
   }
 
   newSyncState(docId: DocId): PeerSyncState {
@@ -371,7 +376,7 @@ class LevelCatalog implements Catalog {
       },
     })
     if (nextSync !== undefined) s.am = nextSync
-    return { events: r.events, missingDeps: r.missingDeps }
+    return { events: r.events, missingDeps: r.missingDeps, changes: r.changes }
   }
 }
 

@@ -7,6 +7,7 @@ import type { GossipLibp2p } from './libp2p-node.js'
 import type { GossipCounters } from './stats.js'
 import { SyncChannel, SyncProtocolError } from './sync-channel.js'
 import { type SyncReplica, type SyncSessionResult, syncAsInitiator, syncAsResponder } from './sync-protocol.js'
+import type { SyncRelay } from './sync-relay.js'
 import { Throttle } from './throttle.js'
 
 /**
@@ -41,6 +42,8 @@ export interface AntiEntropyDeps {
   counters: GossipCounters
   /** What peers' heartbeats say of their digests: the interval round visits only peers that may differ. */
   digests: Pick<DigestWatch, 'mayDiffer' | 'level'>
+  /** Passes on what a session brought when other peers may lack it. */
+  relay: SyncRelay
 }
 
 export class AntiEntropy {
@@ -138,9 +141,10 @@ export class AntiEntropy {
 
   /** False when the session failed and may be retried. */
   private async session(peer: string, reason: string): Promise<boolean> {
+    const started = performance.now()
     try {
       const r = await this.initiate(peer)
-      if (!r.inSync) this.d.log.debug({ peer, reason, ...r }, 'sync session done')
+      if (!r.inSync) this.d.log.debug({ peer, reason, ...r, ms: Math.round(performance.now() - started) }, 'sync session done')
       return r.failed === 0
     } catch (err) {
       if (this.stopping.signal.aborted) return true
@@ -216,6 +220,7 @@ export class AntiEntropy {
       docsPerRound: this.o.docsPerRound,
       maxRoundsPerDoc: this.o.maxRoundsPerDoc,
       frameBudgetBytes: Math.floor(this.o.maxFrameBytes / 2),
+      relay: this.d.relay.session(peer),
     }
   }
 
@@ -223,8 +228,8 @@ export class AntiEntropy {
     if (r.inSync) this.d.counters.syncInSync++
     this.d.counters.syncDocsConverged += r.converged
     this.d.counters.syncDocsFailed += r.failed
-    // What arrives by sync is not re-broadcast, and needs no push either: peers that lack it report a digest
-    // hash this node never held in their next heartbeat, and the interval round visits them (digest-watch.ts).
+    // what a session brought reaches peers that may lack it by broadcast (sync-relay.ts); a peer that still
+    // lacks something reports a digest hash this node never held, and the interval round visits it
     if (r.failed === 0) this.d.digests.level(peer)
   }
 }

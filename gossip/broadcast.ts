@@ -82,6 +82,27 @@ export class Broadcast {
     this.d.pubsub.topicValidators.delete(CHANGES_TOPIC)
   }
 
+  /**
+   * Changes a sync session brought, for peers that may lack them (sync-relay.ts). Published at once, sorted and
+   * without a reach list, so that every node relaying the same changes publishes the same bytes: gossipsub's
+   * message id is a hash of them, so a node that already saw the message does not publish it again, and
+   * receivers drop the copies of other relayers as duplicates.
+   */
+  relay(docId: DocId, changes: Uint8Array[]): void {
+    const budget = this.o.maxMessageBytes - ENVELOPE_BYTES
+    const sorted = changes.filter((c) => c.byteLength <= budget).sort(Buffer.compare) // bigger ones keep spreading by sync
+    for (let i = 0; i < sorted.length;) {
+      const chunk: Uint8Array[] = []
+      let bytes = 0
+      while (i < sorted.length && chunk.length < GOSSIP_LIMITS.changesPerMessage && bytes + sorted[i].byteLength <= budget) {
+        bytes += sorted[i].byteLength
+        chunk.push(sorted[i++])
+      }
+      this.track(this.d.pubsub.publish(CHANGES_TOPIC, encodeWire({ v: 1, docId, changes: chunk } satisfies ChangesMessage), { ignoreDuplicatePublishError: true })
+        .then((r) => { if (r.recipients.length > 0) this.d.counters.changesRelayed++ }), docId)
+    }
+  }
+
   private enqueue(docId: DocId, changes: Uint8Array[]): void {
     const budget = this.o.maxMessageBytes - ENVELOPE_BYTES
     for (const change of changes) {
@@ -116,14 +137,18 @@ export class Broadcast {
     this.pending.delete(docId)
     const reach = this.d.reach.encode(CHANGES_TOPIC)
     const data = encodeWire({ v: 1, docId, changes: batch.changes, ...(reach === undefined ? {} : { reach }) } satisfies ChangesMessage)
-    const p = this.d.pubsub.publish(CHANGES_TOPIC, data).then((r) => {
+    this.track(this.d.pubsub.publish(CHANGES_TOPIC, data).then((r) => {
       this.d.counters.changesPublished++
       if (r.recipients.length === 0) {
         this.d.counters.changesPublishedToNobody++
         // nobody subscribed yet (just connected, or alone): sync carries it to whoever is connected
         if (this.d.connectedPeers() > 0) this.d.sync.requestAll('a publish reached no peer')
       }
-    }).catch((err: unknown) => {
+    }), docId)
+  }
+
+  private track(publish: Promise<void>, docId: DocId): void {
+    const p = publish.catch((err: unknown) => {
       this.d.log.warn({ err, docId }, 'publishing changes failed; anti-entropy will carry them')
     }).finally(() => this.inflight.delete(p))
     this.inflight.add(p)
@@ -168,8 +193,15 @@ export class Broadcast {
             this.d.counters.changesMissingDeps++
             // the forwarder applied these before forwarding, so it holds their dependencies too
             this.d.sync.request(peer, `missing dependencies of ${m.docId}`)
+            result = this.forwardOrNot(m, peer)
+          } else if (r.changes.length === 0) {
+            // nothing new here (a relay of what this node already got another way): its peers most likely
+            // have it too, and passing it on would flood the fleet with copies (sync-relay.ts)
+            this.d.counters.changesAlreadyHeld++
+            result = TopicValidatorResult.Ignore
+          } else {
+            result = this.forwardOrNot(m, peer)
           }
-          result = this.forwardOrNot(m, peer)
         }
       } catch (err) {
         result = this.applyFailed(m.docId, source, err)

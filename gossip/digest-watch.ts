@@ -22,7 +22,23 @@ export class DigestWatch {
   /** This node's hash now, remembered as held. Call whenever it may have changed (after catalog events). */
   current(): Uint8Array {
     const hash = this.own()
-    const hex = Buffer.from(hash.buffer, hash.byteOffset, hash.byteLength).toString('hex')
+    this.remember(hexOf(hash))
+    return hash
+  }
+
+  /** `current()` as hex. */
+  currentHex(): string {
+    const hex = hexOf(this.own())
+    this.remember(hex)
+    return hex
+  }
+
+  /** Hex of the hash `peerId` last reported; undefined when it never did or reported none. */
+  reportedBy(peerId: string): string | undefined {
+    return this.reported.get(peerId)
+  }
+
+  private remember(hex: string): void {
     const now = performance.now()
     this.mine.delete(hex)
     this.mine.set(hex, now)
@@ -30,7 +46,6 @@ export class DigestWatch {
       if (now - at <= this.windowMs) break
       this.mine.delete(h)
     }
-    return hash
   }
 
   heard(peerId: string, hash: Uint8Array | undefined): void {
@@ -40,13 +55,12 @@ export class DigestWatch {
       return
     }
     if (this.reported.size >= 4096 && !this.reported.has(peerId)) this.reported.clear() // made-up peer ids must not grow it
-    this.reported.set(peerId, Buffer.from(hash.buffer, hash.byteOffset, hash.byteLength).toString('hex'))
+    this.reported.set(peerId, hexOf(hash))
   }
 
   /** A session with `peer` just left both sides level: what it reported before is outdated. */
   level(peerId: string): void {
-    const hash = this.current()
-    this.reported.set(peerId, Buffer.from(hash.buffer, hash.byteOffset, hash.byteLength).toString('hex'))
+    this.reported.set(peerId, this.currentHex())
   }
 
   mayDiffer(peerId: string): boolean {
@@ -58,4 +72,8 @@ export class DigestWatch {
   forget(peerId: string): void {
     this.reported.delete(peerId)
   }
+}
+
+function hexOf(hash: Uint8Array): string {
+  return Buffer.from(hash.buffer, hash.byteOffset, hash.byteLength).toString('hex')
 }

@@ -17,6 +17,7 @@ import { PeerDialer } from './peer-dialer.js'
 import { Reach } from './reach.js'
 import { type GossipStats, newCounters, snapshotCounters } from './stats.js'
 import type { SyncReplica, SyncSessionResult } from './sync-protocol.js'
+import { SyncRelay } from './sync-relay.js'
 
 /** The catalog slices gossip uses: bytes in and out, its own node record, node records to read. */
 export type GossipCatalog = SyncReplica & BroadcastReplica & MembershipCatalog
@@ -152,8 +153,14 @@ class DefaultGossipNode implements GossipNode {
     const digests = this.digests
     // every state this node passes through is remembered, so that a peer reporting it is known to be level
     this.digestEvents = this.c.catalog.subscribe({}, () => { digests.current() })
+    const relay = new SyncRelay({
+      relay: (docId, changes) => this.broadcast?.relay(docId, changes),
+      peers: () => libp2p.getPeers().map(String),
+      digests,
+      counters: this.counters,
+    }, this.o.relayMaxBytes)
     const antiEntropy = this.antiEntropy = new AntiEntropy({
-      libp2p, replica: this.c.catalog, log: this.log.child({ part: 'sync' }), counters: this.counters, digests,
+      libp2p, replica: this.c.catalog, log: this.log.child({ part: 'sync' }), counters: this.counters, digests, relay,
     }, this.o.antiEntropy)
     await antiEntropy.start() // the handler exists before the first peer can connect
     try {

@@ -67,6 +67,8 @@ export interface GossipTuning {
    * what a thinner mesh misses.
    */
   meshDegree: number
+  /** A sync session that brought more than this many bytes of changes does not broadcast them on (gossip/sync-relay.ts). */
+  syncRelayMaxBytes: number
 }
 
 export const DEFAULT_TUNING: GossipTuning = {
@@ -85,6 +87,7 @@ export const DEFAULT_TUNING: GossipTuning = {
   deadConnectionMs: 10_000,
   dialTimeoutMs: 5_000,
   meshDegree: 6,
+  syncRelayMaxBytes: 256 * 1024,
 }
 
 export interface PartOptions {
@@ -94,6 +97,7 @@ export interface PartOptions {
   dialer: PeerDialerOptions
   membership: MembershipOptions
   closeness: ClosenessOptions
+  relayMaxBytes: number
 }
 
 /** Every part's options from the one init, defaults applied in this one place. */
@@ -143,5 +147,6 @@ export function partOptions(init: GossipNodeInit): PartOptions {
       perPeerBurst: t.heartbeatsPerPeerBurst,
     },
     closeness: { pingIntervalMs: init.pingIntervalMs ?? 5_000, pingTimeoutMs: t.pingTimeoutMs, deadAfterMs: t.deadConnectionMs, alpha: 0.3 },
+    relayMaxBytes: t.syncRelayMaxBytes,
   }
 }

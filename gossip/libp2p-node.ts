@@ -3,7 +3,7 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { gossipsub, type GossipSub, type GossipSubComponents, StrictNoSign, StrictSign, type TopicValidatorResult } from '@libp2p/gossipsub'
 import type { TopicScoreParams } from '@libp2p/gossipsub/score'
 import { identify, type Identify } from '@libp2p/identify'
-import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import type { Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
 import { ping, type Ping } from '@libp2p/ping'
 import { preSharedKey } from '@libp2p/pnet'
 import { tcp, type TCPSocketOptions } from '@libp2p/tcp'
@@ -26,6 +26,8 @@ export interface GossipPubSub extends GossipSub {
   reportMessageValidationResult(msgId: string, propagationSource: string, acceptance: TopicValidatorResult): void
   getMeshPeers(topic: string): string[]
   getScore(peerId: string): number
+  /** `ignoreDuplicatePublishError`: a message this node already saw is not published again, and that is no error. */
+  publish(topic: string, data?: Uint8Array, opts?: { ignoreDuplicatePublishError?: boolean }): Promise<{ recipients: PeerId[] }>
 }
 
 export interface Libp2pNodeInit {

@@ -37,6 +37,10 @@ export interface GossipCounters {
   changesMissingDeps: number
   /** Received straight from a publisher that had reached every peer this node would forward to. */
   changesNotForwarded: number
+  /** Received, but nothing in them was new here: applied as a no-op and not forwarded. */
+  changesAlreadyHeld: number
+  /** Messages published with changes a sync brought (gossip/sync-relay.ts). */
+  changesRelayed: number
   heartbeatsSent: number
   heartbeatsReceived: number
   heartbeatsNotForwarded: number
@@ -50,6 +54,10 @@ export interface GossipCounters {
   syncProtocolErrors: number
   syncDocsConverged: number
   syncDocsFailed: number
+  /** Documents a sync brought that were broadcast on to peers that may lack them (gossip/sync-relay.ts). */
+  syncDocsRelayed: number
+  /** Sessions that brought more than the relay limit: left to anti-entropy. */
+  syncRelaysTooBig: number
   handshakeFailures: number
   dialFailures: number
 }
@@ -61,10 +69,10 @@ function zeroDrops(): DropCounts {
 export function newCounters(): GossipCounters {
   return {
     changesPublished: 0, changesPublishedToNobody: 0, changesTooBigToBroadcast: 0, changesReceived: 0,
-    changesApplied: 0, changesMissingDeps: 0, changesNotForwarded: 0, heartbeatsSent: 0, heartbeatsReceived: 0, heartbeatsNotForwarded: 0,
+    changesApplied: 0, changesMissingDeps: 0, changesNotForwarded: 0, changesAlreadyHeld: 0, changesRelayed: 0, heartbeatsSent: 0, heartbeatsReceived: 0, heartbeatsNotForwarded: 0,
     droppedChanges: zeroDrops(), droppedHeartbeats: zeroDrops(),
     syncInitiated: 0, syncAnswered: 0, syncInSync: 0, syncFailed: 0, syncThrottled: 0, syncProtocolErrors: 0,
-    syncDocsConverged: 0, syncDocsFailed: 0, handshakeFailures: 0, dialFailures: 0,
+    syncDocsConverged: 0, syncDocsFailed: 0, syncDocsRelayed: 0, syncRelaysTooBig: 0, handshakeFailures: 0, dialFailures: 0,
   }
 }
 

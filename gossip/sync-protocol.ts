@@ -4,6 +4,7 @@ import type { DocId } from '../schemas/catalog-records.js'
 import type { SyncMessages } from '../schemas/gossip-messages.js'
 import { differingDocs, digestEntries, sameBytes } from './digest.js'
 import { type SyncChannel, SyncProtocolError } from './sync-channel.js'
+import type { SessionRelay } from './sync-relay.js'
 
 /**
  * Anti-entropy over one `/edgeproxy/sync/1` stream (DESIGN §3): compare digest hashes, then digests, then
@@ -25,6 +26,8 @@ export interface SyncSessionContext {
   maxRoundsPerDoc: number
   /** Byte budget for the messages of one outgoing frame. */
   frameBudgetBytes: number
+  /** Told the partner's digest hash, then the changes each applied sync message brought (gossip/sync-relay.ts). */
+  relay?: SessionRelay
 }
 
 export interface SyncSessionResult {
@@ -43,6 +46,7 @@ export async function syncAsInitiator(ch: SyncChannel, ctx: SyncSessionContext):
   const myHash = ctx.replica.digestHash()
   await ch.write({ t: 'hello', v: 1, node: ctx.replica.nodeName, digestHash: myHash })
   const hello = await ch.read('hello')
+  ctx.relay?.hello(hello.digestHash)
   if (sameBytes(hello.digestHash, myHash)) {
     await ch.write({ t: 'bye' })
     return { inSync: true, docs: 0, converged: 0, failed: 0, rounds: 0 }
@@ -128,7 +132,7 @@ async function runRounds(ch: SyncChannel, ctx: SyncSessionContext, docs: DocId[]
 async function applyAnswer(ctx: SyncSessionContext, state: PeerSyncState, docId: DocId, answer: Uint8Array | null): Promise<boolean> {
   if (answer === null) return true
   try {
-    await ctx.replica.receiveSyncMessage(state, answer, ctx.peer)
+    await receive(ctx, state, docId, answer)
     return true
   } catch (err) {
     ctx.log.warn({ err, docId }, 'applying a sync message failed, document skipped')
@@ -136,9 +140,14 @@ async function applyAnswer(ctx: SyncSessionContext, state: PeerSyncState, docId:
   }
 }
 
+async function receive(ctx: SyncSessionContext, state: PeerSyncState, docId: DocId, msg: Uint8Array): Promise<void> {
+  const r = await ctx.replica.receiveSyncMessage(state, msg, ctx.peer)
+  if (r.changes.length > 0) ctx.relay?.learned(docId, r.changes)
+}
+
 /** Answers one session. Returns when the initiator says bye; throws on a protocol error or timeout. */
 export async function syncAsResponder(ch: SyncChannel, ctx: SyncSessionContext & { maxDocs: number }): Promise<SyncSessionResult> {
-  await ch.read('hello')
+  ctx.relay?.hello((await ch.read('hello')).digestHash)
   await ch.write({ t: 'hello', v: 1, node: ctx.replica.nodeName, digestHash: ctx.replica.digestHash() })
   const next = await ch.read('digest', 'bye')
   if (next.t === 'bye') return { inSync: true, docs: 0, converged: 0, failed: 0, rounds: 0 }
@@ -166,7 +175,7 @@ export async function syncAsResponder(ch: SyncChannel, ctx: SyncSessionContext &
       const state = states.get(docId)
       if (state === null || state === undefined) return { docId, msg: null }
       try {
-        if (msg !== null) await ctx.replica.receiveSyncMessage(state, msg, ctx.peer)
+        if (msg !== null) await receive(ctx, state, docId, msg)
         return { docId, msg: await ctx.replica.generateSyncMessage(state) }
       } catch (err) {
         ctx.log.warn({ err, docId }, 'sync of a document failed, document skipped')

@@ -163,3 +163,29 @@ async function changesVia(c: Catalog, docId: DocId): Promise<Uint8Array[]> {
   }
   return A.getAllChanges(doc)
 }
+
+test('changes a replica already holds bring nothing: no events, no new changes, nothing written; new ones are returned as applied', async () => {
+  const a = await node('ams-1')
+  const b = await node('iad-1')
+  const captured: Uint8Array[] = []
+  a.onLocalChange((_docId, changes) => captured.push(...changes))
+  await a.deployApp(webConfig('web'))
+  await waitForCapture(captured, 1)
+
+  const first = await b.applyRemoteChanges('app:web', captured, 'ams-1')
+  expect(first.changes.map((c) => A.decodeChange(c).hash)).toEqual(captured.map((c) => A.decodeChange(c).hash))
+  expect(first.events.map((e) => e.type)).toContain('app.upserted')
+  const seq = b.lastSeq
+  const heads = b.digest().get('app:web')
+
+  const again = await b.applyRemoteChanges('app:web', captured, 'ams-1')
+  expect(again).toEqual({ events: [], missingDeps: false, changes: [] })
+  expect(b.lastSeq).toBe(seq)
+  expect(b.digest().get('app:web')).toEqual(heads)
+})
+
+async function waitForCapture(captured: Uint8Array[], n: number): Promise<void> {
+  // a local change is reported once durable, which may be just after the write resolved
+  for (let i = 0; i < 100 && captured.length < n; i++) await new Promise((r) => setTimeout(r, 10))
+  expect(captured.length).toBeGreaterThanOrEqual(n)
+}

@@ -26,6 +26,8 @@ test('a node stopped for a while restarts from its data dir with the same peer i
   await waitFor(() => back.catalog.getApp('api') !== undefined && back.catalog.listMachines({ app: 'web' }).length === 3, { what: 'c caught up' })
   await waitForConvergence([a, b, back])
   expect(back.catalog.getNode('c')).toMatchObject({ status: 'active', peerId })
+  // its peers held what it caught up on: it passed none of it on (gossip/sync-relay.ts)
+  expect(back.gossip.stats().syncDocsRelayed).toBe(0)
 })
 
 test('a node without the fleet key runs alone and says so; it has no listener and nobody reaches it', async () => {

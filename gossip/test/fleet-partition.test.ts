@@ -66,3 +66,29 @@ test('with 10% of connections lost and links cut every 300 ms, writes from every
   await waitFor(() => nodes.every((n) => n.catalog.listApps().length === written), { timeoutMs: 5_000, what: `${written} apps on every node` })
   expect(lost()).toBeGreaterThanOrEqual(3)
 })
+
+test('after a heal, what the sessions across bring is broadcast on to the rest of each side', async () => {
+  const nodes = await startRelayedFleet(fleet, ['a1', 'a2', 'a3', 'a4', 'b1', 'b2', 'b3', 'b4'])
+  const [left, right] = [nodes.slice(0, 4), nodes.slice(4)]
+  await waitForConvergence(nodes)
+  partition(left, right)
+  await waitFor(() => left.every((l) => right.every((r) => !l.gossip.connectedPeers().includes(r.gossip.peerId))), { what: 'the sides disconnected' })
+  for (let k = 0; k < 4; k++) {
+    await left[k].catalog.deployApp(webConfig(`left-${k}`))
+    await right[k].catalog.deployApp(webConfig(`right-${k}`))
+  }
+  await waitForConvergence(left)
+  await waitForConvergence(right)
+  const before = nodes.map((n) => n.gossip.stats())
+
+  heal(nodes)
+  await waitForConvergence(nodes, 2_000)
+  const after = nodes.map((n) => n.gossip.stats())
+  const delta = (k: 'syncDocsRelayed' | 'changesRelayed' | 'changesReceived' | 'changesAlreadyHeld') =>
+    after.reduce((t, s, i) => t + s[k] - before[i][k], 0)
+  expect(nodes.every((n) => [0, 1, 2, 3].every((k) => n.catalog.getApp(`left-${k}`) && n.catalog.getApp(`right-${k}`)))).toBe(true)
+  // sessions across passed on what they brought, and other nodes took it from those broadcasts as news
+  expect(delta('syncDocsRelayed')).toBeGreaterThan(0)
+  expect(delta('changesRelayed')).toBeGreaterThan(0)
+  expect(delta('changesReceived') - delta('changesAlreadyHeld')).toBeGreaterThan(0)
+})

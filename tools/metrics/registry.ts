@@ -115,12 +115,14 @@ export function metricsRegistry(sources: MetricsSources): { registry: Registry; 
       ['edgeproxy_gossip_changes_received_total', 'Catalog change messages received', () => g().changesReceived],
       ['edgeproxy_gossip_changes_applied_total', 'Received change messages applied', () => g().changesApplied],
       ['edgeproxy_gossip_changes_not_forwarded_total', 'Change messages not forwarded: the publisher had reached every peer this node would tell', () => g().changesNotForwarded],
+      ['edgeproxy_gossip_changes_already_held_total', 'Change messages that brought nothing new here: not applied again, not forwarded', () => g().changesAlreadyHeld],
       ['edgeproxy_gossip_heartbeats_sent_total', 'Heartbeats published', () => g().heartbeatsSent],
       ['edgeproxy_gossip_heartbeats_received_total', 'Heartbeats received', () => g().heartbeatsReceived],
       ['edgeproxy_gossip_heartbeats_not_forwarded_total', 'Heartbeats not forwarded: the publisher had reached every peer this node would tell', () => g().heartbeatsNotForwarded],
       ['edgeproxy_gossip_sync_sessions_total', 'Anti-entropy sessions this node started', () => g().syncInitiated],
       ['edgeproxy_gossip_sync_failures_total', 'Anti-entropy sessions that failed', () => g().syncFailed],
       ['edgeproxy_gossip_sync_docs_converged_total', 'Documents brought level by anti-entropy', () => g().syncDocsConverged],
+      ['edgeproxy_gossip_sync_docs_relayed_total', 'Documents a sync brought that this node broadcast on to peers that may lack them', () => g().syncDocsRelayed],
       // the refusals an operator looks for when a node cannot join, or when something knocks on the gossip port
       ['edgeproxy_gossip_handshake_failures_total', 'Connections that failed the private-network handshake (another fleet key, or not an edgeproxy node)', () => g().handshakeFailures],
     ])
