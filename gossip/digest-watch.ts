@@ -74,6 +74,6 @@ export class DigestWatch {
   }
 }
 
-function hexOf(hash: Uint8Array): string {
+export function hexOf(hash: Uint8Array): string {
   return Buffer.from(hash.buffer, hash.byteOffset, hash.byteLength).toString('hex')
 }

@@ -1,5 +1,5 @@
 import type { DocId } from '../schemas/catalog-records.js'
-import type { DigestWatch } from './digest-watch.js'
+import { type DigestWatch, hexOf } from './digest-watch.js'
 import type { GossipCounters } from './stats.js'
 
 /**
@@ -39,7 +39,7 @@ export class SyncRelay {
     let othersMayLack: boolean | undefined
     let bytes = 0
     return {
-      hello: (hash) => { partnerHex = Buffer.from(hash.buffer, hash.byteOffset, hash.byteLength).toString('hex') },
+      hello: (hash) => { partnerHex = hexOf(hash) },
       learned: (docId, changes) => {
         if (bytes > this.maxBytes) return
         for (const c of changes) bytes += c.byteLength

@@ -6,6 +6,7 @@ import type { Catalog, PeerSyncState } from '../catalog-api.js'
 import type { CatalogEvent } from '../../schemas/catalog-events.js'
 import type { DocId } from '../../schemas/catalog-records.js'
 import { tempDir } from '../../test/helpers/temp-dir.js'
+import { waitFor } from '../../test/helpers/wait-for.js'
 import { webConfig } from './fixtures.js'
 
 let dir: Awaited<ReturnType<typeof tempDir>>
@@ -170,7 +171,8 @@ test('changes a replica already holds bring nothing: no events, no new changes, 
   const captured: Uint8Array[] = []
   a.onLocalChange((_docId, changes) => captured.push(...changes))
   await a.deployApp(webConfig('web'))
-  await waitForCapture(captured, 1)
+  // a local change is reported once durable, which may be just after the write resolved
+  await waitFor(() => captured.length >= 1, { what: 'the deploy reported as a local change' })
 
   const first = await b.applyRemoteChanges('app:web', captured, 'ams-1')
   expect(first.changes.map((c) => A.decodeChange(c).hash)).toEqual(captured.map((c) => A.decodeChange(c).hash))
@@ -183,9 +185,3 @@ test('changes a replica already holds bring nothing: no events, no new changes, 
   expect(b.lastSeq).toBe(seq)
   expect(b.digest().get('app:web')).toEqual(heads)
 })
-
-async function waitForCapture(captured: Uint8Array[], n: number): Promise<void> {
-  // a local change is reported once durable, which may be just after the write resolved
-  for (let i = 0; i < 100 && captured.length < n; i++) await new Promise((r) => setTimeout(r, 10))
-  expect(captured.length).toBeGreaterThanOrEqual(n)
-}

@@ -60,12 +60,13 @@ export class TestFleet {
   private readonly relays = new Map<string, ChaosRelay>()
   private nextIp = 11
 
-  constructor(private _dir: string, private _fleetKey: Uint8Array) {}
+  private _dir = ''
+  private _fleetKey: Uint8Array = new Uint8Array()
 
   get dir(): string { return this._dir }
   get fleetKey(): Uint8Array { return this._fleetKey }
 
-  /** Start over in another dir with another key (after `stopAll`): how `useTestFleet` reuses one object. */
+  /** A fresh dir and key (after `stopAll`): how `useTestFleet` starts each test with the same object. */
   reset(dir: string, fleetKey: Uint8Array): void {
     if (this.nodes.size > 0) throw new Error('reset a test fleet only after stopAll')
     this._dir = dir
@@ -145,7 +146,7 @@ export class TestFleet {
  * Call at the top of a test file; the returned fleet object stays the same across tests.
  */
 export function useTestFleet(): TestFleet {
-  const fleet = new TestFleet('', new Uint8Array())
+  const fleet = new TestFleet()
   let remove: (() => Promise<void>) | undefined
   beforeEach(async () => {
     const dir = await tempDir('edgeproxy-gossip-')
@@ -166,6 +167,20 @@ export async function startRelayedFleet(fleet: TestFleet, names: string[], init?
   for (const name of names.slice(1)) nodes.push(await fleet.start({ name, relayed: true, bootstrap: [first], init }))
   await waitForMesh(nodes, names.length - 1)
   return nodes
+}
+
+/**
+ * Cuts every link between the two groups at the relays in front of each (relayed) node — links within a group
+ * stay — and waits until no node of one group is connected to one of the other.
+ */
+export async function partition(left: TestNode[], right: TestNode[]): Promise<void> {
+  for (const n of left) n.relay!.set({ mode: 'refuse' }, { from: right.map((r) => r.ip!) })
+  for (const n of right) n.relay!.set({ mode: 'refuse' }, { from: left.map((l) => l.ip!) })
+  await waitFor(() => left.every((l) => right.every((r) => !l.gossip.connectedPeers().includes(r.gossip.peerId) && !r.gossip.connectedPeers().includes(l.gossip.peerId))), { what: 'the groups disconnected' })
+}
+
+export function heal(nodes: TestNode[]): void {
+  for (const n of nodes) n.relay!.reset()
 }
 
 function listenPort(g: GossipNode): number {

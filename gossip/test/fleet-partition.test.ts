@@ -1,19 +1,9 @@
 import { expect, test } from 'vitest'
 import { webConfig } from '../../catalog/test/fixtures.js'
 import { waitFor } from '../../test/helpers/wait-for.js'
-import { headsOf, startRelayedFleet, type TestNode, useTestFleet, waitForConvergence } from './fleet-harness.js'
+import { heal, headsOf, partition, startRelayedFleet, useTestFleet, waitForConvergence } from './fleet-harness.js'
 
 const fleet = useTestFleet()
-
-/** Cuts every link between the two sides at the relays in front of each node; links within a side stay. */
-function partition(left: TestNode[], right: TestNode[]): void {
-  for (const n of left) n.relay!.set({ mode: 'refuse' }, { from: right.map((r) => r.ip!) })
-  for (const n of right) n.relay!.set({ mode: 'refuse' }, { from: left.map((l) => l.ip!) })
-}
-
-function heal(nodes: TestNode[]): void {
-  for (const n of nodes) n.relay!.reset()
-}
 
 test('a partition with writes on both sides heals: identical heads within 2 s of the heal', async () => {
   const [l1, l2, r1, r2] = await startRelayedFleet(fleet, ['l1', 'l2', 'r1', 'r2'])
@@ -23,8 +13,7 @@ test('a partition with writes on both sides heals: identical heads within 2 s of
   await waitFor(() => [l2, r1, r2].every((n) => n.catalog.getApp('shared') !== undefined), { what: 'app shared everywhere' })
   await waitForConvergence([l1, l2, r1, r2]) // the node records too: the partition starts from one state
 
-  partition(left, right)
-  await waitFor(() => left.every((l) => right.every((r) => !l.gossip.connectedPeers().includes(r.gossip.peerId))), { what: 'the sides disconnected' })
+  await partition(left, right)
   await l1.catalog.deployApp(webConfig('left-app'))
   await l2.catalog.createMachine({ app: 'shared', region: 'ams', node: 'l2', spec: { cmd: ['l'] } })
   await r2.catalog.deployApp(webConfig('right-app'))
@@ -71,8 +60,7 @@ test('after a heal, what the sessions across bring is broadcast on to the rest o
   const nodes = await startRelayedFleet(fleet, ['a1', 'a2', 'a3', 'a4', 'b1', 'b2', 'b3', 'b4'])
   const [left, right] = [nodes.slice(0, 4), nodes.slice(4)]
   await waitForConvergence(nodes)
-  partition(left, right)
-  await waitFor(() => left.every((l) => right.every((r) => !l.gossip.connectedPeers().includes(r.gossip.peerId))), { what: 'the sides disconnected' })
+  await partition(left, right)
   for (let k = 0; k < 4; k++) {
     await left[k].catalog.deployApp(webConfig(`left-${k}`))
     await right[k].catalog.deployApp(webConfig(`right-${k}`))

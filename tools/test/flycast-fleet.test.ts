@@ -1,19 +1,16 @@
 import pino from 'pino'
 import { afterEach, expect, test } from 'vitest'
 import { webConfig } from '../../catalog/test/fixtures.js'
-import { generateFleetKey } from '../../gossip/fleet-key.js'
-import { type TestFleet as Fleet, TestFleet, waitForConvergence, waitForMesh } from '../../gossip/test/fleet-harness.js'
+import { partition, useTestFleet, waitForConvergence, waitForMesh } from '../../gossip/test/fleet-harness.js'
 import { allocateFlycastAddress, parseFlycastRange } from '../../schemas/flycast.js'
-import { tempDir } from '../../test/helpers/temp-dir.js'
 import { waitFor } from '../../test/helpers/wait-for.js'
 import { FlycastAllocator } from '../admin-api/flycast-allocator.js'
 
-let fleet: Fleet | undefined
+const fleet = useTestFleet()
+// the allocators stop before the fleet (hooks registered later run first)
 const cleanup: Array<() => Promise<void>> = []
 afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f()
-  await fleet?.stopAll()
-  fleet = undefined
 })
 
 /** A tiny range, so that two app names whose probe sequences start on the same address are easy to find. */
@@ -31,9 +28,6 @@ function collidingNames(): [string, string] {
 }
 
 test('two nodes allocating during a partition pick one address; after the heal the first name keeps it and the other moves, the same on both', async () => {
-  const dir = await tempDir('edgeproxy-flycast-fleet-')
-  cleanup.push(dir.remove)
-  fleet = new TestFleet(dir.path, generateFleetKey())
   const a = await fleet.start({ name: 'a', relayed: true })
   const b = await fleet.start({ name: 'b', relayed: true, bootstrap: [a] })
   await waitForMesh([a, b], 1)
@@ -50,9 +44,7 @@ test('two nodes allocating during a partition pick one address; after the heal t
   })
 
   // cut the link, then allocate one app on each side: neither can see the other's choice
-  a.relay!.set({ mode: 'refuse' }, { from: b.ip! })
-  b.relay!.set({ mode: 'refuse' }, { from: a.ip! })
-  await waitFor(() => !a.gossip.connectedPeers().includes(b.gossip.peerId), { what: 'the nodes disconnected' })
+  await partition([a], [b])
   const onA = await onNodeA.allocate(second)
   const onB = await onNodeB.allocate(first)
   const clash = onA.record.flycast!
