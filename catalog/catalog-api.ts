@@ -140,6 +140,12 @@ export interface CatalogReplica {
   /** Next Automerge sync message for this peer and document, or null when the peer has all we have. */
   generateSyncMessage(state: PeerSyncState): Promise<Uint8Array | null>
   receiveSyncMessage(state: PeerSyncState, message: Uint8Array, fromPeer: string): Promise<ApplyRemoteResult>
+  /**
+   * The changes a peer whose heads of `docId` are `theirHeads` (undefined: it lacks the document) is missing,
+   * when this node holds every one of those heads; undefined when it does not (the peer has changes this node
+   * lacks, so only Automerge's sync protocol can tell what each side needs) or does not hold the document.
+   */
+  changesForPeer(docId: DocId, theirHeads: readonly string[] | undefined): Promise<Uint8Array[] | undefined>
   isQuarantined(docId: DocId): boolean
 }
 

@@ -12,6 +12,7 @@ import type {
   PeerSyncState, StopOptions, Subscription, SubscribeOptions,
 } from './catalog-api.js'
 import { CatalogState } from './catalog-state.js'
+import { readChangeHeader } from './change-header.js'
 import { DocRegistry, type DocState, kindOf } from './doc-registry.js'
 import type { AppDocView } from './docs/app-doc.js'
 import { actorFor, nodeOfActor } from './docs/automerge-values.js'
@@ -319,9 +320,12 @@ class LevelCatalog implements Catalog {
   async applyRemoteChanges(docId: DocId, changes: Uint8Array[], fromPeer: string): Promise<ApplyRemoteResult> {
     const id = parseDocId(docId)
     const hashes: string[] = []
+    let bringsRoot = false
     for (const [i, c] of changes.entries()) {
       try {
-        hashes.push(A.decodeChange(c).hash)
+        const header = readChangeHeader(c) ?? decodedHeader(c)
+        hashes.push(header.hash)
+        if (header.deps === 0) bringsRoot = true
       } catch (err) {
         throw new EdgeProxyError('EP_INVALID_REQUEST', `change ${i} for ${id} from ${fromPeer} is not a valid Automerge change`, { cause: err })
       }
@@ -329,8 +333,8 @@ class LevelCatalog implements Catalog {
     // changes this node already holds (a second copy, a relay of what came another way) cost a lookup, not a
     // copy of the document and a write (the pipeline copies a document before applying a peer's changes to it)
     const loaded = this.registry.current(id)
-    if (loaded !== undefined && A.hasHeads(loaded, hashes)) return { events: [], missingDeps: false, changes: [] }
-    const r = await this.pipeline.submit({ type: 'change', docId: id, create: true, fromPeer, run: (doc) => A.applyChanges(doc, changes)[0] })
+    if (loaded !== undefined && holdsAll(loaded, hashes)) return { events: [], missingDeps: false, changes: [] }
+    const r = await this.pipeline.submit({ type: 'change', docId: id, create: true, startEmpty: bringsRoot, fromPeer, run: (doc) => A.applyChanges(doc, changes)[0] })
     return { events: r.events, missingDeps: r.missingDeps, changes: r.changes }
   }
 
@@ -341,19 +345,31 @@ class LevelCatalog implements Catalog {
 
   async generateSyncMessage(state: PeerSyncState): Promise<Uint8Array | null> {
     const s = state as AmSyncState
-    const docState = this.registry.state(s.docId, true) as DocState
+    const docState = this.registry.state(s.docId, 'empty') as DocState
     if (docState.quarantined) return null
-    await this.registry.load(docState)
-    // a write may have replaced (and freed) the handle load() resolved with: take the current one
-    let doc = this.registry.current(s.docId)
-    for (let attempt = 0; doc === undefined && attempt < 3; attempt++) {
-      await this.registry.load(docState)
-      doc = this.registry.current(s.docId)
-    }
-    if (doc === undefined) throw new EdgeProxyError('EP_INTERNAL', `document ${s.docId} could not be kept loaded for a sync message`)
+    const doc = await this.loadedDoc(docState)
     const [next, message] = A.generateSyncMessage(doc, s.am)
     s.am = next
     return message
+  }
+
+  async changesForPeer(docId: DocId, theirHeads: readonly string[] | undefined): Promise<Uint8Array[] | undefined> {
+    const docState = this.registry.state(parseDocId(docId), false)
+    if (docState === undefined || docState.quarantined || !docState.persisted) return undefined
+    const doc = await this.loadedDoc(docState)
+    if (theirHeads === undefined) return A.getAllChanges(doc)
+    return holdsAll(doc, theirHeads as string[]) ? A.getChangesSince(doc, theirHeads as string[]) : undefined
+  }
+
+  /** The loaded copy; a write may replace (and free) the handle load() resolved with, so take the current one. */
+  private async loadedDoc(docState: DocState): Promise<A.Doc<unknown>> {
+    let doc: A.Doc<unknown> | undefined
+    for (let attempt = 0; doc === undefined && attempt < 4; attempt++) {
+      await this.registry.load(docState)
+      doc = this.registry.current(docState.docId)
+    }
+    if (doc === undefined) throw new EdgeProxyError('EP_INTERNAL', `document ${docState.docId} could not be kept loaded for a sync message`)
+    return doc
   }
 
   async receiveSyncMessage(state: PeerSyncState, message: Uint8Array, fromPeer: string): Promise<ApplyRemoteResult> {
@@ -368,6 +384,7 @@ class LevelCatalog implements Catalog {
       type: 'change',
       docId: s.docId,
       create: true,
+      startEmpty: true,
       fromPeer,
       run: (doc) => {
         const [next, synced] = A.receiveSyncMessage(doc, s.am, message)
@@ -378,6 +395,20 @@ class LevelCatalog implements Catalog {
     if (nextSync !== undefined) s.am = nextSync
     return { events: r.events, missingDeps: r.missingDeps, changes: r.changes }
   }
+}
+
+/**
+ * The document has applied every one of these changes. Empty only when they are all in its history and it
+ * queues nothing (a queued change always waits for a missing one); A.hasHeads answers the same by building
+ * each change's bytes, which made it the heaviest part of receiving a relayed message.
+ */
+function decodedHeader(change: Uint8Array): { hash: string; deps: number } {
+  const decoded = A.decodeChange(change)
+  return { hash: decoded.hash, deps: decoded.deps.length }
+}
+
+function holdsAll(doc: A.Doc<unknown>, hashes: string[]): boolean {
+  return A.getMissingDeps(doc, hashes).length === 0
 }
 
 function parseDocId(docId: string): DocId {

@@ -27,6 +27,8 @@ export interface ChangeOp {
   docId: DocId
   /** Create the document (from its deterministic root) when this node does not hold it. */
   create: boolean
+  /** Create it empty rather than from its root: what the op applies brings the root change (a sync, a push). */
+  startEmpty?: boolean
   /** Set for changes from a peer: they may be poison, which is refused (the document stays as it was). */
   fromPeer?: string
   run(doc: A.Doc<unknown>, state: DocState): A.Doc<unknown>
@@ -81,7 +83,20 @@ export class WritePipeline {
     if (this.closed) return Promise.reject(new EdgeProxyError('EP_CATALOG_CLOSED', 'the catalog is closed'))
     return new Promise((resolve, reject) => {
       this.queue.push({ op, resolve, reject })
-      this.running ??= this.drain().finally(() => { this.running = undefined })
+      this.kick()
+    })
+  }
+
+  /**
+   * Starts a drain unless one runs. An op can be queued after a drain's last look at the queue but before its
+   * promise settles (a caller resuming on the previous op's result gets there first): the drain's end looks
+   * again, so that op is not left waiting for the next write to come along.
+   */
+  private kick(): void {
+    if (this.running !== undefined || this.queue.length === 0) return
+    this.running = this.drain().finally(() => {
+      this.running = undefined
+      this.kick()
     })
   }
 
@@ -102,7 +117,7 @@ export class WritePipeline {
   private async prepare(q: Queued): Promise<void> {
     try {
       if (q.op.type === 'change') {
-        const state = this.registry.state(q.op.docId, q.op.create)
+        const state = this.registry.state(q.op.docId, !q.op.create ? false : q.op.startEmpty === true ? 'empty' : 'root')
         if (state !== undefined && !state.quarantined) await this.registry.load(state)
       } else if (q.op.type === 'quarantine') {
         const chg: Array<[string, Buffer]> = []
@@ -196,13 +211,14 @@ export class WritePipeline {
     if (state === undefined) throw new EdgeProxyError('EP_NOT_FOUND', `document ${op.docId} does not exist on this node`)
     if (state.quarantined) throw new EdgeProxyError('EP_DOC_QUARANTINED', `document ${op.docId} is quarantined; see \`edgeproxy catalog quarantine\``)
     // an earlier op of this group may have replaced the loaded copy: always take the current one
-    const doc = this.registry.current(op.docId)
+    let doc = this.registry.current(op.docId)
     if (doc === undefined) throw new EdgeProxyError('EP_INTERNAL', `document ${op.docId} was not loaded`)
 
     const beforeHeads = A.getHeads(doc)
+    const remote = op.fromPeer !== undefined
+    if (!remote && beforeHeads.length === 0) doc = this.registry.withRoot(op.docId, doc)
     // A peer's change may be poison: work on a copy so that the loaded document stays good. Local changes
     // were validated before they were queued, so they change the document in place (a copy costs O(doc)).
-    const remote = op.fromPeer !== undefined
     const work = remote ? A.clone(doc, { actor: this.registry.actor }) : doc
     let next: A.Doc<unknown>
     let view: unknown

@@ -16,7 +16,7 @@ import { Throttle } from './throttle.js'
  * demand (a change arrived whose dependencies we lack; a publish reached nobody). One session per peer at
  * a time; a request during a session runs once more after it. Inbound sessions are rate-limited per peer.
  */
-export const SYNC_PROTOCOL = '/edgeproxy/sync/1'
+export const SYNC_PROTOCOL = '/edgeproxy/sync/2'
 const RETRIES = 4
 const RETRY_BASE_MS = 150
 const STOP_WAIT_MS = 2_000
@@ -227,6 +227,7 @@ export class AntiEntropy {
   private account(r: SyncSessionResult, peer: string): void {
     if (r.inSync) this.d.counters.syncInSync++
     this.d.counters.syncDocsConverged += r.converged
+    this.d.counters.syncDocsPushed += r.pushed
     this.d.counters.syncDocsFailed += r.failed
     // what a session brought reaches peers that may lack it by broadcast (sync-relay.ts); a peer that still
     // lacks something reports a digest hash this node never held, and the interval round visits it

@@ -53,6 +53,8 @@ export interface GossipCounters {
   syncThrottled: number
   syncProtocolErrors: number
   syncDocsConverged: number
+  /** Of those, documents brought level by a push (the changes one side lacked, no Automerge rounds). */
+  syncDocsPushed: number
   syncDocsFailed: number
   /** Documents a sync brought that were broadcast on to peers that may lack them (gossip/sync-relay.ts). */
   syncDocsRelayed: number
@@ -72,7 +74,7 @@ export function newCounters(): GossipCounters {
     changesApplied: 0, changesMissingDeps: 0, changesNotForwarded: 0, changesAlreadyHeld: 0, changesRelayed: 0, heartbeatsSent: 0, heartbeatsReceived: 0, heartbeatsNotForwarded: 0,
     droppedChanges: zeroDrops(), droppedHeartbeats: zeroDrops(),
     syncInitiated: 0, syncAnswered: 0, syncInSync: 0, syncFailed: 0, syncThrottled: 0, syncProtocolErrors: 0,
-    syncDocsConverged: 0, syncDocsFailed: 0, syncDocsRelayed: 0, syncRelaysTooBig: 0, handshakeFailures: 0, dialFailures: 0,
+    syncDocsConverged: 0, syncDocsPushed: 0, syncDocsFailed: 0, syncDocsRelayed: 0, syncRelaysTooBig: 0, handshakeFailures: 0, dialFailures: 0,
   }
 }
 

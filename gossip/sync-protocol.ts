@@ -1,19 +1,20 @@
 import type { Logger } from 'pino'
 import type { CatalogReplica, PeerSyncState } from '../catalog/catalog-api.js'
 import type { DocId } from '../schemas/catalog-records.js'
-import type { SyncMessages } from '../schemas/gossip-messages.js'
-import { differingDocs, digestEntries, sameBytes } from './digest.js'
+import { GOSSIP_LIMITS, type SyncMessages, type SyncPush } from '../schemas/gossip-messages.js'
+import { type Digest, differingDocs, digestEntries, sameBytes } from './digest.js'
 import { type SyncChannel, SyncProtocolError } from './sync-channel.js'
 import type { SessionRelay } from './sync-relay.js'
 
 /**
- * Anti-entropy over one `/edgeproxy/sync/1` stream (DESIGN §3): compare digest hashes, then digests, then
- * run Automerge's sync protocol in lock step for every document that differs — one frame carries one
- * message per document, so a whole fleet catalog converges in a few round trips (PERF-NOTES: 2 per doc).
- * A document whose messages fail (poison: the catalog refuses it) is dropped from the session; the
- * others go on.
+ * Anti-entropy over one `/edgeproxy/sync/2` stream (DESIGN §3): compare digest hashes, then digests. A
+ * document one side is ahead on (it holds every head the other reported, or the other lacks it) is pushed
+ * as exactly the changes the other lacks; after a partition that is most of them (new apps, apps written on
+ * one side only). Only documents written on both sides run Automerge's sync protocol, in lock step — one
+ * frame carries one message per document (PERF-NOTES: 2 round trips per doc). A document whose messages
+ * fail (poison: the catalog refuses it) is dropped from the session; the others go on.
  */
-export type SyncReplica = Pick<CatalogReplica, 'nodeName' | 'digest' | 'digestHash' | 'newSyncState' | 'generateSyncMessage' | 'receiveSyncMessage' | 'isQuarantined'>
+export type SyncReplica = Pick<CatalogReplica, 'nodeName' | 'digest' | 'digestHash' | 'newSyncState' | 'generateSyncMessage' | 'receiveSyncMessage' | 'changesForPeer' | 'applyRemoteChanges' | 'isQuarantined'>
 
 export interface SyncSessionContext {
   replica: SyncReplica
@@ -35,6 +36,8 @@ export interface SyncSessionResult {
   inSync: boolean
   /** Documents that differed. */
   docs: number
+  /** Documents brought level by a push, either way (no Automerge rounds). */
+  pushed: number
   /** Documents brought to agreement in this session. */
   converged: number
   /** Documents dropped after an error (quarantined, failing) or too many rounds. */
@@ -44,20 +47,93 @@ export interface SyncSessionResult {
 
 export async function syncAsInitiator(ch: SyncChannel, ctx: SyncSessionContext): Promise<SyncSessionResult> {
   const myHash = ctx.replica.digestHash()
-  await ch.write({ t: 'hello', v: 1, node: ctx.replica.nodeName, digestHash: myHash })
+  await ch.write({ t: 'hello', v: 2, node: ctx.replica.nodeName, digestHash: myHash })
   const hello = await ch.read('hello')
   ctx.relay?.hello(hello.digestHash)
   if (sameBytes(hello.digestHash, myHash)) {
     await ch.write({ t: 'bye' })
-    return { inSync: true, docs: 0, converged: 0, failed: 0, rounds: 0 }
+    return { inSync: true, docs: 0, pushed: 0, converged: 0, failed: 0, rounds: 0 }
   }
   const mine = ctx.replica.digest()
   await ch.write({ t: 'digest', docs: digestEntries(mine) })
-  const theirs = new Map((await ch.read('digest')).docs)
+  const theirs: Digest = new Map((await ch.read('digest')).docs)
   const docs = differingDocs(mine, theirs).filter((d) => !ctx.replica.isQuarantined(d))
-  const result = await runRounds(ch, ctx, docs)
+  // the responder pushes first; reading all of it before writing means the two never both block on a full window
+  const incoming = await readPushes(ch, ctx)
+  const outgoing = await writePushes(ch, ctx, mine, theirs, docs)
+  const pushFailed = await incoming.failed
+  const result = await runRounds(ch, ctx, docs.filter((d) => !outgoing.has(d) && !incoming.docs.has(d)))
   await ch.write({ t: 'bye' })
-  return { inSync: false, docs: docs.length, ...result }
+  const pushed = outgoing.size + incoming.docs.size - pushFailed
+  return { inSync: false, docs: docs.length, pushed, rounds: result.rounds, converged: result.converged + pushed, failed: result.failed + pushFailed }
+}
+
+/**
+ * Sends what the other side lacks of every document this node is ahead on, in frames under the budget (the
+ * last says `more: false`). A document with a long or big history is left to the sync rounds. Returns the
+ * documents pushed.
+ */
+async function writePushes(ch: SyncChannel, ctx: SyncSessionContext, mine: Digest, theirs: Digest, docs: DocId[]): Promise<Set<DocId>> {
+  const pushed = new Set<DocId>()
+  let frame: SyncPush['docs'] = []
+  let bytes = 0
+  for (const docId of docs) {
+    if (!mine.has(docId)) continue // the other side holds it and this node does not: it pushes
+    let changes: Uint8Array[] | undefined
+    try {
+      changes = await ctx.replica.changesForPeer(docId, theirs.get(docId))
+    } catch (err) {
+      ctx.log.warn({ err, docId }, 'cannot read the changes of a document to push; left to the sync rounds')
+      continue
+    }
+    if (changes === undefined || changes.length === 0 || changes.length > GOSSIP_LIMITS.pushChangesPerDoc) continue
+    let size = 0
+    for (const c of changes) size += c.byteLength
+    if (size > ctx.frameBudgetBytes) continue
+    if (frame.length > 0 && (bytes + size > ctx.frameBudgetBytes || frame.length >= GOSSIP_LIMITS.syncMessagesPerFrame)) {
+      await ch.write({ t: 'push', docs: frame, more: true })
+      frame = []
+      bytes = 0
+    }
+    frame.push({ docId, changes })
+    bytes += size
+    pushed.add(docId)
+  }
+  await ch.write({ t: 'push', docs: frame, more: false })
+  return pushed
+}
+
+/**
+ * Reads the other side's push frames and hands each document to the catalog as it arrives (its group commit
+ * writes a frame's documents in one batch). `failed` resolves, once all are applied, to how many the catalog
+ * refused.
+ */
+async function readPushes(ch: SyncChannel, ctx: SyncSessionContext): Promise<{ docs: Set<DocId>; failed: Promise<number> }> {
+  const docs = new Set<DocId>()
+  const applying: Array<Promise<boolean>> = []
+  for (;;) {
+    const frame = await ch.read('push')
+    for (const { docId, changes } of frame.docs) {
+      if (docs.has(docId)) throw new SyncProtocolError(`document ${docId} pushed twice in one session`)
+      if (docs.size >= GOSSIP_LIMITS.digestDocs) throw new SyncProtocolError(`more than ${GOSSIP_LIMITS.digestDocs} documents pushed in one session`)
+      docs.add(docId)
+      applying.push(applyPush(ctx, docId, changes))
+    }
+    if (!frame.more) break
+  }
+  return { docs, failed: Promise.all(applying).then((ok) => ok.filter((x) => !x).length) }
+}
+
+async function applyPush(ctx: SyncSessionContext, docId: DocId, changes: Uint8Array[]): Promise<boolean> {
+  if (ctx.replica.isQuarantined(docId)) return false
+  try {
+    const r = await ctx.replica.applyRemoteChanges(docId, changes, ctx.peer)
+    if (r.changes.length > 0) ctx.relay?.learned(docId, r.changes)
+    return true
+  } catch (err) {
+    ctx.log.warn({ err, docId }, 'applying pushed changes failed, document skipped')
+    return false
+  }
 }
 
 interface DocProgress { state: PeerSyncState; rounds: number; carry: Uint8Array | null | undefined }
@@ -147,19 +223,26 @@ async function receive(ctx: SyncSessionContext, state: PeerSyncState, docId: Doc
 
 /** Answers one session. Returns when the initiator says bye; throws on a protocol error or timeout. */
 export async function syncAsResponder(ch: SyncChannel, ctx: SyncSessionContext & { maxDocs: number }): Promise<SyncSessionResult> {
-  ctx.relay?.hello((await ch.read('hello')).digestHash)
-  await ch.write({ t: 'hello', v: 1, node: ctx.replica.nodeName, digestHash: ctx.replica.digestHash() })
+  const hello = await ch.read('hello') // not inside relay?.hello(…): without a relay the read would be skipped
+  ctx.relay?.hello(hello.digestHash)
+  await ch.write({ t: 'hello', v: 2, node: ctx.replica.nodeName, digestHash: ctx.replica.digestHash() })
   const next = await ch.read('digest', 'bye')
-  if (next.t === 'bye') return { inSync: true, docs: 0, converged: 0, failed: 0, rounds: 0 }
+  if (next.t === 'bye') return { inSync: true, docs: 0, pushed: 0, converged: 0, failed: 0, rounds: 0 }
+  const theirs: Digest = new Map(next.docs)
   const mine = ctx.replica.digest()
   await ch.write({ t: 'digest', docs: digestEntries(mine) })
+  const differing = differingDocs(mine, theirs).filter((d) => !ctx.replica.isQuarantined(d))
+  const outgoing = await writePushes(ch, ctx, mine, theirs, differing)
+  const incoming = await readPushes(ch, ctx)
+  const pushFailed = await incoming.failed
+  const pushed = outgoing.size + incoming.docs.size - pushFailed
   const states = new Map<DocId, PeerSyncState | null>() // null: failed, answered with null from then on
   let rounds = 0
   let failed = 0
   for (;;) {
     const frame = await ch.read('sync', 'bye')
     if (frame.t === 'bye') {
-      return { inSync: false, docs: states.size, converged: states.size - failed, failed, rounds }
+      return { inSync: false, docs: differing.length, pushed, converged: pushed + states.size - failed, failed: failed + pushFailed, rounds }
     }
     rounds++
     if (new Set(frame.msgs.map((m) => m.docId)).size !== frame.msgs.length) throw new SyncProtocolError('a document appears twice in one sync frame')

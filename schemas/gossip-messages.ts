@@ -18,6 +18,8 @@ export const GOSSIP_LIMITS = {
   digestDocs: 100_000,
   headsPerDoc: 256,
   syncMessagesPerFrame: 1024,
+  /** Changes of one document in one push; a longer history is left to Automerge's sync rounds. */
+  pushChangesPerDoc: 4096,
   addrsPerNode: 16,
 } as const
 
@@ -70,15 +72,18 @@ export const HeartbeatSchema = z.strictObject({
 export type Heartbeat = z.infer<typeof HeartbeatSchema>
 
 /**
- * `/edgeproxy/sync/1`, one frame each way per step:
+ * `/edgeproxy/sync/2`, one frame each way per step:
  *   initiator hello → responder hello (equal digest hashes: bye, done)
- *   initiator digest → responder digest
+ *   initiator digest → responder digest, then the responder's push frames
+ *   the initiator's push frames (after it has read the responder's: never both sides writing at once)
  *   initiator sync → responder sync, repeated until neither side has anything left to send
  *   initiator bye
+ * A push carries, for each document the sender is ahead on (it holds every head the other reported, or the
+ * other lacks the document), exactly the changes the other lacks: no Automerge round trips for those.
  */
 export const SyncHelloSchema = z.strictObject({
   t: z.literal('hello'),
-  v: z.literal(1),
+  v: z.literal(2),
   node: NodeNameSchema,
   /** sha256 of the sorted digest: equal hashes mean nothing to do. */
   digestHash: BytesSchema.refine((b) => b.byteLength === 32, { message: 'must be 32 bytes' }),
@@ -91,10 +96,20 @@ export const SyncMessagesSchema = z.strictObject({
   t: z.literal('sync'),
   msgs: z.array(z.strictObject({ docId: DocIdSchema, msg: NonEmptyBytesSchema.nullable() })).max(GOSSIP_LIMITS.syncMessagesPerFrame),
 })
+export const SyncPushSchema = z.strictObject({
+  t: z.literal('push'),
+  docs: z.array(z.strictObject({
+    docId: DocIdSchema,
+    changes: z.array(NonEmptyBytesSchema).min(1).max(GOSSIP_LIMITS.pushChangesPerDoc),
+  })).max(GOSSIP_LIMITS.syncMessagesPerFrame),
+  /** More push frames follow. */
+  more: z.boolean(),
+})
 export const SyncByeSchema = z.strictObject({ t: z.literal('bye'), reason: z.string().max(200).optional() })
 
-export const SyncFrameSchema = z.discriminatedUnion('t', [SyncHelloSchema, SyncDigestSchema, SyncMessagesSchema, SyncByeSchema])
+export const SyncFrameSchema = z.discriminatedUnion('t', [SyncHelloSchema, SyncDigestSchema, SyncPushSchema, SyncMessagesSchema, SyncByeSchema])
 export type SyncFrame = z.infer<typeof SyncFrameSchema>
 export type SyncHello = z.infer<typeof SyncHelloSchema>
 export type SyncDigest = z.infer<typeof SyncDigestSchema>
 export type SyncMessages = z.infer<typeof SyncMessagesSchema>
+export type SyncPush = z.infer<typeof SyncPushSchema>

@@ -92,6 +92,57 @@ test('sync brings a document the node never had, and concurrent writers on both 
   expect(a.digest()).toEqual(b.digest())
 })
 
+test('a document a sync has begun to bring takes a local write from the shared root: both writers\' records survive the merge', async () => {
+  const a = await node('ams-1')
+  const b = await node('iad-1')
+  await a.deployApp(webConfig('web'))
+  const ma = await a.createMachine({ app: 'web', region: 'ams', node: 'ams-1', spec: { cmd: ['a'] } })
+  // b starts a sync of a document it lacks (held empty until the sync brings it), then deploys the same app itself
+  const sb = b.newSyncState('app:web')
+  expect(await b.generateSyncMessage(sb)).not.toBeNull()
+  await b.deployApp(webConfig('web'))
+  const mb = await b.createMachine({ app: 'web', region: 'iad', node: 'iad-1', spec: { cmd: ['b'] } })
+
+  await syncDoc(a, b, 'app:web')
+  expect(a.digest()).toEqual(b.digest())
+  for (const c of [a, b]) expect(c.listMachines({ app: 'web' }).map((m) => m.id).sort()).toEqual([ma.id, mb.id].sort())
+})
+
+test('changesForPeer gives exactly what a peer behind lacks, everything to a peer without the document, nothing when the peer is ahead', async () => {
+  const a = await node('ams-1')
+  const b = await node('iad-1')
+  await a.deployApp(webConfig('web'))
+  const everything = await a.changesForPeer('app:web', undefined)
+  // a node that never had the document builds it from these alone: the root change travels with them
+  await b.applyRemoteChanges('app:web', everything!, 'ams-1')
+  expect(b.digest()).toEqual(a.digest())
+  expect(b.getApp('web')).toEqual(a.getApp('web'))
+
+  const behind = a.digest().get('app:web')!
+  await a.createMachine({ app: 'web', region: 'iad', node: 'iad-1', spec: { cmd: ['x'] } })
+  const delta = await a.changesForPeer('app:web', behind)
+  expect(delta).toHaveLength(1)
+  await b.applyRemoteChanges('app:web', delta!, 'ams-1')
+  expect(b.digest()).toEqual(a.digest())
+
+  await b.reportObserved(b.listMachines({ app: 'web' })[0].id, { state: 'started', reason: 'running', privateAddr: '127.66.0.4' })
+  expect(await a.changesForPeer('app:web', b.digest().get('app:web'))).toBeUndefined()
+  expect(await a.changesForPeer('app:nope', undefined)).toBeUndefined()
+})
+
+test('a write made the moment a peer\'s changes are applied is written at once, not left until the next write', async () => {
+  const a = await node('ams-1')
+  const b = await node('iad-1')
+  await a.deployApp(webConfig('web'))
+  const m = await a.createMachine({ app: 'web', region: 'iad', node: 'iad-1', spec: { cmd: ['x'] } })
+  await b.applyRemoteChanges('app:web', (await a.changesForPeer('app:web', undefined))!, 'ams-1')
+  // resumed on the applied result, the next write reaches the pipeline before the drain that applied it settles
+  const written = b.reportObserved(m.id, { state: 'started', reason: 'running', privateAddr: '127.66.0.4' })
+  const deadline = new Promise((_, reject) => setTimeout(() => reject(new Error('the write was left waiting')), 2_000).unref())
+  await Promise.race([written, deadline])
+  expect(b.getMachine(m.id)?.state).toBe('started')
+})
+
 test('changes whose dependencies are missing are reported so that a sync can follow', async () => {
   const a = await node('ams-1')
   const b = await node('iad-1')

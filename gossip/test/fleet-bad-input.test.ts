@@ -117,7 +117,7 @@ test('sync requests that break the protocol or come too fast are refused without
 
   const stream = await m.dialProtocol(m.getPeers().find((p) => p.toString() === victim)!, SYNC_PROTOCOL)
   const lp = lpStream(stream)
-  await lp.write(encodeWire({ t: 'hello', v: 1, node: 'mallory', digestHash: 'not bytes' }))
+  await lp.write(encodeWire({ t: 'hello', v: 2, node: 'mallory', digestHash: 'not bytes' }))
   await waitFor(() => b.gossip.stats().syncProtocolErrors >= 1, { what: 'a protocol error counted' })
 
   // sessions that say hello and then stall: a peer may hold two at a time, the rest are refused at once
@@ -126,7 +126,7 @@ test('sync requests that break the protocol or come too fast are refused without
     const s = await m.dialProtocol(m.getPeers().find((p) => p.toString() === victim)!, SYNC_PROTOCOL)
     held.push(s)
     // a refused stream may already be reset by b when mallory writes: that is the refusal under test
-    await lpStream(s).write(encodeWire({ t: 'hello', v: 1, node: 'mallory', digestHash: new Uint8Array(32) })).catch(() => undefined)
+    await lpStream(s).write(encodeWire({ t: 'hello', v: 2, node: 'mallory', digestHash: new Uint8Array(32) })).catch(() => undefined)
   }
   await waitFor(() => b.gossip.stats().syncThrottled >= 28, { what: 'sync sessions beyond two refused' })
   for (const s of held) s.abort(new Error('done'))

@@ -146,7 +146,7 @@ test('poison and malformed gossip is dropped and counted by reason; every node k
   await publish(HEARTBEAT_TOPIC, hb('ghost-1', 'active', m.peerId.toString(), { machines: 1e9, connections: 1e9 }))
   // a sync session that breaks the protocol
   const stream = await m.dialProtocol(m.getPeers().find((p) => p.toString() === victimPeer)!, SYNC_PROTOCOL)
-  await lpStream(stream).write(encodeWire({ t: 'hello', v: 1, node: 'mallory', digestHash: 'not bytes' }))
+  await lpStream(stream).write(encodeWire({ t: 'hello', v: 2, node: 'mallory', digestHash: 'not bytes' }))
 
   let text = ''
   await waitFor(async () => {

@@ -58,6 +58,9 @@ export async function identicalPictures(apis: string[], timeoutMs = 10_000): Pro
     const before = await Promise.all(apis.map((a) => catalogHeads(a)))
     if (!before.every((c) => key(c.heads) === key(before[0].heads))) return undefined
     const pictures = await Promise.all(apis.map((a) => catalogPicture(a)))
-    return pictures.every((p) => key(p.heads) === key(before[0].heads)) ? pictures : undefined
+    // a node's own periodic writes (its record's lastSeen) can land while its records are being read
+    const after = await Promise.all(apis.map((a) => catalogHeads(a)))
+    const same = (c: { heads: Record<string, string[]> }): boolean => key(c.heads) === key(before[0].heads)
+    return pictures.every(same) && after.every(same) ? pictures : undefined
   }, { timeoutMs, intervalMs: 50, what: 'a moment with identical heads on every node to read their records' })
 }
