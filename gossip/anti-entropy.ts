@@ -20,6 +20,8 @@ export const SYNC_PROTOCOL = '/edgeproxy/sync/2'
 const RETRIES = 4
 const RETRY_BASE_MS = 150
 const STOP_WAIT_MS = 2_000
+/** A session put off behind one with a peer in the same state starts after this even if that one has not ended. */
+const DEFER_MAX_MS = 2_000
 
 export interface AntiEntropyOptions {
   intervalMs: number
@@ -41,7 +43,7 @@ export interface AntiEntropyDeps {
   log: Logger
   counters: GossipCounters
   /** What peers' heartbeats say of their digests: the interval round visits only peers that may differ. */
-  digests: Pick<DigestWatch, 'mayDiffer' | 'level'>
+  digests: Pick<DigestWatch, 'mayDiffer' | 'level' | 'lastKnown'>
   /** Passes on what a session brought when other peers may lack it. */
   relay: SyncRelay
 }
@@ -49,6 +51,8 @@ export interface AntiEntropyDeps {
 export class AntiEntropy {
   private readonly running = new Map<string, Promise<void>>()
   private readonly again = new Set<string>()
+  /** Peer → sessions put off until the session with that peer ends (see `twinOf`). */
+  private readonly deferred = new Map<string, Map<string, string>>()
   private readonly inboundActive = new Map<string, number>()
   private readonly throttle: Throttle
   private readonly stopping = new AbortController()
@@ -89,12 +93,56 @@ export class AntiEntropy {
   request(peer: string, reason: string, attempt = 0): void {
     if (this.stopping.signal.aborted) return
     if (this.running.has(peer)) { this.again.add(peer); return }
+    const twin = attempt === 0 ? this.twinOf(peer) : undefined
+    if (twin !== undefined) { this.defer(peer, twin, reason); return }
     const run = this.session(peer, reason).then((ok) => {
       this.running.delete(peer)
+      this.releaseDeferred(peer)
       if (this.again.delete(peer)) this.request(peer, 'requested during the last session')
       else if (!ok) this.retry(peer, reason, attempt)
     })
     this.running.set(peer, run)
+  }
+
+  /**
+   * A peer this node is already in a session with (either direction) that last reported the same digest hash
+   * as `peer` (before a disconnect too): a second session now would bring the same documents over again. After a heal every node of one
+   * side connects to every node of the other at once, and these duplicate sessions were most of the CPU the
+   * heal took; once the first ends, what it brought has been relayed to that peer's side, and the put-off
+   * session (run then, or after DEFER_MAX_MS at the latest) finds little or nothing left to do.
+   */
+  private twinOf(peer: string): string | undefined {
+    const theirs = this.d.digests.lastKnown(peer)
+    if (theirs === undefined) return undefined
+    for (const other of [...this.running.keys(), ...this.inboundActive.keys()]) {
+      if (other !== peer && this.d.digests.lastKnown(other) === theirs) return other
+    }
+    return undefined
+  }
+
+  private defer(peer: string, twin: string, reason: string): void {
+    let waiting = this.deferred.get(twin)
+    if (waiting === undefined) {
+      waiting = new Map()
+      this.deferred.set(twin, waiting)
+      const timer = setTimeout(() => {
+        this.retries.delete(timer)
+        this.releaseDeferred(twin)
+      }, DEFER_MAX_MS)
+      timer.unref()
+      this.retries.add(timer)
+    }
+    if (!waiting.has(peer)) this.d.counters.syncDeferred++
+    waiting.set(peer, reason)
+  }
+
+  private releaseDeferred(twin: string): void {
+    const waiting = this.deferred.get(twin)
+    if (waiting === undefined) return
+    this.deferred.delete(twin)
+    for (const [peer, reason] of waiting) {
+      if (this.d.libp2p.getPeers().some((p) => p.toString() === peer)) this.request(peer, reason, 1)
+    }
   }
 
   /**
@@ -207,8 +255,10 @@ export class AntiEntropy {
     } finally {
       this.streams.delete(stream)
       const left = (this.inboundActive.get(peer) ?? 1) - 1
-      if (left <= 0) this.inboundActive.delete(peer)
-      else this.inboundActive.set(peer, left)
+      if (left <= 0) {
+        this.inboundActive.delete(peer)
+        if (!this.running.has(peer)) this.releaseDeferred(peer)
+      } else this.inboundActive.set(peer, left)
     }
   }
 

@@ -16,6 +16,8 @@ export class DigestWatch {
   private readonly mine = new Map<string, number>()
   /** Peer id → hex of the hash its last heartbeat reported. */
   private readonly reported = new Map<string, string>()
+  /** The same, kept across disconnects (`forget`): which peers were in one state, for `lastKnown`. */
+  private readonly known = new Map<string, string>()
 
   constructor(private readonly own: () => Uint8Array, private readonly windowMs: number) {}
 
@@ -38,6 +40,15 @@ export class DigestWatch {
     return this.reported.get(peerId)
   }
 
+  /**
+   * The hash `peerId` last reported, even from before it disconnected. Not evidence of what it holds now, but
+   * two peers that last reported the same hash were in the same state: after a partition heals, the nodes of
+   * the other side all come back with the same last report.
+   */
+  lastKnown(peerId: string): string | undefined {
+    return this.reported.get(peerId) ?? this.known.get(peerId)
+  }
+
   private remember(hex: string): void {
     const now = performance.now()
     this.mine.delete(hex)
@@ -55,7 +66,10 @@ export class DigestWatch {
       return
     }
     if (this.reported.size >= 4096 && !this.reported.has(peerId)) this.reported.clear() // made-up peer ids must not grow it
-    this.reported.set(peerId, hexOf(hash))
+    if (this.known.size >= 4096 && !this.known.has(peerId)) this.known.clear()
+    const hex = hexOf(hash)
+    this.reported.set(peerId, hex)
+    this.known.set(peerId, hex)
   }
 
   /** A session with `peer` just left both sides level: what it reported before is outdated. */

@@ -51,6 +51,8 @@ export interface GossipCounters {
   syncInSync: number
   syncFailed: number
   syncThrottled: number
+  /** Sessions put off behind a running one with a peer that reported the same digest hash. */
+  syncDeferred: number
   syncProtocolErrors: number
   syncDocsConverged: number
   /** Of those, documents brought level by a push (the changes one side lacked, no Automerge rounds). */
@@ -73,7 +75,7 @@ export function newCounters(): GossipCounters {
     changesPublished: 0, changesPublishedToNobody: 0, changesTooBigToBroadcast: 0, changesReceived: 0,
     changesApplied: 0, changesMissingDeps: 0, changesNotForwarded: 0, changesAlreadyHeld: 0, changesRelayed: 0, heartbeatsSent: 0, heartbeatsReceived: 0, heartbeatsNotForwarded: 0,
     droppedChanges: zeroDrops(), droppedHeartbeats: zeroDrops(),
-    syncInitiated: 0, syncAnswered: 0, syncInSync: 0, syncFailed: 0, syncThrottled: 0, syncProtocolErrors: 0,
+    syncInitiated: 0, syncAnswered: 0, syncInSync: 0, syncFailed: 0, syncThrottled: 0, syncDeferred: 0, syncProtocolErrors: 0,
     syncDocsConverged: 0, syncDocsPushed: 0, syncDocsFailed: 0, syncDocsRelayed: 0, syncRelaysTooBig: 0, handshakeFailures: 0, dialFailures: 0,
   }
 }

@@ -61,9 +61,10 @@ export async function syncAsInitiator(ch: SyncChannel, ctx: SyncSessionContext):
   // the responder pushes first; reading all of it before writing means the two never both block on a full window
   const incoming = await readPushes(ch, ctx)
   const outgoing = await writePushes(ch, ctx, mine, theirs, docs)
-  const pushFailed = await incoming.failed
+  // the rounds run while the catalog applies what was pushed: different documents, and no round trip waits for it
   const result = await runRounds(ch, ctx, docs.filter((d) => !outgoing.has(d) && !incoming.docs.has(d)))
   await ch.write({ t: 'bye' })
+  const pushFailed = await incoming.failed
   const pushed = outgoing.size + incoming.docs.size - pushFailed
   return { inSync: false, docs: docs.length, pushed, rounds: result.rounds, converged: result.converged + pushed, failed: result.failed + pushFailed }
 }
@@ -234,14 +235,14 @@ export async function syncAsResponder(ch: SyncChannel, ctx: SyncSessionContext &
   const differing = differingDocs(mine, theirs).filter((d) => !ctx.replica.isQuarantined(d))
   const outgoing = await writePushes(ch, ctx, mine, theirs, differing)
   const incoming = await readPushes(ch, ctx)
-  const pushFailed = await incoming.failed
-  const pushed = outgoing.size + incoming.docs.size - pushFailed
   const states = new Map<DocId, PeerSyncState | null>() // null: failed, answered with null from then on
   let rounds = 0
   let failed = 0
   for (;;) {
     const frame = await ch.read('sync', 'bye')
     if (frame.t === 'bye') {
+      const pushFailed = await incoming.failed
+      const pushed = outgoing.size + incoming.docs.size - pushFailed
       return { inSync: false, docs: differing.length, pushed, converged: pushed + states.size - failed, failed: failed + pushFailed, rounds }
     }
     rounds++

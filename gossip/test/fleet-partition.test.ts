@@ -56,7 +56,7 @@ test('with 10% of connections lost and links cut every 300 ms, writes from every
   expect(lost()).toBeGreaterThanOrEqual(3)
 })
 
-test('after a heal, what the sessions across bring is broadcast on to the rest of each side', async () => {
+test('after a heal, what the sessions across bring is broadcast on to the rest of each side; sessions that would bring the same are put off', async () => {
   const nodes = await startRelayedFleet(fleet, ['a1', 'a2', 'a3', 'a4', 'b1', 'b2', 'b3', 'b4'])
   const [left, right] = [nodes.slice(0, 4), nodes.slice(4)]
   await waitForConvergence(nodes)
@@ -72,11 +72,39 @@ test('after a heal, what the sessions across bring is broadcast on to the rest o
   heal(nodes)
   await waitForConvergence(nodes, 2_000)
   const after = nodes.map((n) => n.gossip.stats())
-  const delta = (k: 'syncDocsRelayed' | 'changesRelayed' | 'changesReceived' | 'changesAlreadyHeld') =>
+  const delta = (k: 'syncDocsRelayed' | 'changesRelayed' | 'changesReceived' | 'changesAlreadyHeld' | 'syncDocsPushed') =>
     after.reduce((t, s, i) => t + s[k] - before[i][k], 0)
   expect(nodes.every((n) => [0, 1, 2, 3].every((k) => n.catalog.getApp(`left-${k}`) && n.catalog.getApp(`right-${k}`)))).toBe(true)
   // sessions across passed on what they brought, and other nodes took it from those broadcasts as news
   expect(delta('syncDocsRelayed')).toBeGreaterThan(0)
   expect(delta('changesRelayed')).toBeGreaterThan(0)
   expect(delta('changesReceived') - delta('changesAlreadyHeld')).toBeGreaterThan(0)
+  // the new apps crossed by push, not by Automerge rounds
+  expect(delta('syncDocsPushed')).toBeGreaterThanOrEqual(8)
+})
+
+test('after a heal, a session with a second node of the other side in the same state waits for the first to end', async () => {
+  // quick heartbeats, so every node last heard the others report the converged state; quick redials, so the
+  // cut links come back together and the sessions across would all run at once
+  const nodes = await startRelayedFleet(fleet, ['d1', 'd2', 'e1', 'e2', 'e3'], { heartbeatMs: 200, redialMaxMs: 100 })
+  const [left, right] = [nodes.slice(0, 2), nodes.slice(2)]
+  await waitForConvergence(nodes)
+  await new Promise((resolve) => setTimeout(resolve, 800))
+  await partition(left, right)
+  for (let k = 0; k < 30; k++) {
+    await left[k % 2].catalog.deployApp(webConfig(`d-${k}`))
+    await right[k % 3].catalog.deployApp(webConfig(`e-${k}`))
+  }
+  await waitForConvergence(left)
+  await waitForConvergence(right)
+  const before = nodes.map((n) => n.gossip.stats())
+
+  heal(nodes)
+  // 30 ms each way at every relay: a session across takes several round trips, so they would overlap
+  for (const n of nodes) n.relay!.set({ delayMs: { up: 30, down: 30 } })
+  await waitForConvergence(nodes, 5_000)
+  const after = nodes.map((n) => n.gossip.stats())
+  const delta = (k: 'syncDeferred' | 'syncInitiated') => after.reduce((t, s, i) => t + s[k] - before[i][k], 0)
+  expect(nodes.every((n) => n.catalog.listApps().length === 60)).toBe(true)
+  expect(delta('syncDeferred')).toBeGreaterThan(0)
 })
