@@ -121,6 +121,7 @@ export function metricsRegistry(sources: MetricsSources): { registry: Registry; 
       ['edgeproxy_gossip_heartbeats_not_forwarded_total', 'Heartbeats not forwarded: the publisher had reached every peer this node would tell', () => g().heartbeatsNotForwarded],
       ['edgeproxy_gossip_sync_sessions_total', 'Anti-entropy sessions this node started', () => g().syncInitiated],
       ['edgeproxy_gossip_sync_failures_total', 'Anti-entropy sessions that failed', () => g().syncFailed],
+      ['edgeproxy_gossip_sync_deferred_total', 'Anti-entropy sessions put off behind a running one with a peer in the same state', () => g().syncDeferred],
       ['edgeproxy_gossip_sync_docs_converged_total', 'Documents brought level by anti-entropy', () => g().syncDocsConverged],
       ['edgeproxy_gossip_sync_docs_pushed_total', 'Of those, documents one side was ahead on, sent as the changes the other lacked (no Automerge rounds)', () => g().syncDocsPushed],
       ['edgeproxy_gossip_sync_docs_relayed_total', 'Documents a sync brought that this node broadcast on to peers that may lack them', () => g().syncDocsRelayed],
