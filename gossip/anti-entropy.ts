@@ -106,10 +106,11 @@ export class AntiEntropy {
 
   /**
    * A peer this node is already in a session with (either direction) that last reported the same digest hash
-   * as `peer` (before a disconnect too): a second session now would bring the same documents over again. After a heal every node of one
-   * side connects to every node of the other at once, and these duplicate sessions were most of the CPU the
-   * heal took; once the first ends, what it brought has been relayed to that peer's side, and the put-off
-   * session (run then, or after DEFER_MAX_MS at the latest) finds little or nothing left to do.
+   * as `peer` (before a disconnect too): a second session now would bring the same documents over again.
+   * After a heal every node of one side connects to every node of the other at once, and these duplicate
+   * sessions were most of the CPU the heal took; once the first ends, what it brought has been relayed to that
+   * peer's side, and the put-off session (run then, or after DEFER_MAX_MS at the latest) finds little or
+   * nothing left to do.
    */
   private twinOf(peer: string): string | undefined {
     const theirs = this.d.digests.lastKnown(peer)
@@ -193,6 +194,7 @@ export class AntiEntropy {
     try {
       const r = await this.initiate(peer)
       if (!r.inSync) this.d.log.debug({ peer, reason, ...r, ms: Math.round(performance.now() - started) }, 'sync session done')
+      if (r.peerLacks) this.again.add(peer)
       return r.failed === 0
     } catch (err) {
       if (this.stopping.signal.aborted) return true
@@ -242,6 +244,7 @@ export class AntiEntropy {
       const r = await syncAsResponder(ch, { ...this.context(peer), maxDocs: GOSSIP_LIMITS.digestDocs })
       this.d.counters.syncAnswered++
       this.account(r, peer)
+      if (r.peerLacks) this.request(peer, 'it pushed a document this node has written to since')
       await stream.close({ signal }).catch(() => stream.abort(new Error('close failed')))
     } catch (err) {
       if (err instanceof SyncProtocolError) {
@@ -281,7 +284,7 @@ export class AntiEntropy {
     this.d.counters.syncDocsFailed += r.failed
     // what a session brought reaches peers that may lack it by broadcast (sync-relay.ts); a peer that still
     // lacks something reports a digest hash this node never held, and the interval round visits it
-    if (r.failed === 0) this.d.digests.level(peer)
+    if (r.failed === 0 && !r.peerLacks) this.d.digests.level(peer)
   }
 }
 

@@ -38,6 +38,11 @@ export interface SyncSessionResult {
   docs: number
   /** Documents brought level by a push, either way (no Automerge rounds). */
   pushed: number
+  /**
+   * A document pushed to this node turned out to hold changes the pusher lacks (written here after this node's
+   * digest was taken): another session, started right away, gives them back.
+   */
+  peerLacks: boolean
   /** Documents brought to agreement in this session. */
   converged: number
   /** Documents dropped after an error (quarantined, failing) or too many rounds. */
@@ -52,21 +57,21 @@ export async function syncAsInitiator(ch: SyncChannel, ctx: SyncSessionContext):
   ctx.relay?.hello(hello.digestHash)
   if (sameBytes(hello.digestHash, myHash)) {
     await ch.write({ t: 'bye' })
-    return { inSync: true, docs: 0, pushed: 0, converged: 0, failed: 0, rounds: 0 }
+    return { inSync: true, docs: 0, pushed: 0, peerLacks: false, converged: 0, failed: 0, rounds: 0 }
   }
   const mine = ctx.replica.digest()
   await ch.write({ t: 'digest', docs: digestEntries(mine) })
   const theirs: Digest = new Map((await ch.read('digest')).docs)
   const docs = differingDocs(mine, theirs).filter((d) => !ctx.replica.isQuarantined(d))
   // the responder pushes first; reading all of it before writing means the two never both block on a full window
-  const incoming = await readPushes(ch, ctx)
+  const incoming = await readPushes(ch, ctx, theirs)
   const outgoing = await writePushes(ch, ctx, mine, theirs, docs)
   // the rounds run while the catalog applies what was pushed: different documents, and no round trip waits for it
   const result = await runRounds(ch, ctx, docs.filter((d) => !outgoing.has(d) && !incoming.docs.has(d)))
   await ch.write({ t: 'bye' })
-  const pushFailed = await incoming.failed
+  const { failed: pushFailed, peerLacks } = await incoming.applied
   const pushed = outgoing.size + incoming.docs.size - pushFailed
-  return { inSync: false, docs: docs.length, pushed, rounds: result.rounds, converged: result.converged + pushed, failed: result.failed + pushFailed }
+  return { inSync: false, docs: docs.length, pushed, peerLacks, rounds: result.rounds, converged: result.converged + pushed, failed: result.failed + pushFailed }
 }
 
 /**
@@ -106,36 +111,49 @@ async function writePushes(ch: SyncChannel, ctx: SyncSessionContext, mine: Diges
 
 /**
  * Reads the other side's push frames and hands each document to the catalog as it arrives (its group commit
- * writes a frame's documents in one batch). `failed` resolves, once all are applied, to how many the catalog
- * refused.
+ * writes a frame's documents in one batch). `applied` resolves once all are applied: how many the catalog
+ * refused, and whether this node holds changes of a pushed document beyond the heads the pusher reported.
  */
-async function readPushes(ch: SyncChannel, ctx: SyncSessionContext): Promise<{ docs: Set<DocId>; failed: Promise<number> }> {
+async function readPushes(ch: SyncChannel, ctx: SyncSessionContext, theirs: Digest): Promise<{ docs: Set<DocId>; applied: Promise<{ failed: number; peerLacks: boolean }> }> {
   const docs = new Set<DocId>()
-  const applying: Array<Promise<boolean>> = []
+  const applying: Array<Promise<PushOutcome>> = []
   for (;;) {
     const frame = await ch.read('push')
     for (const { docId, changes } of frame.docs) {
       if (docs.has(docId)) throw new SyncProtocolError(`document ${docId} pushed twice in one session`)
       if (docs.size >= GOSSIP_LIMITS.digestDocs) throw new SyncProtocolError(`more than ${GOSSIP_LIMITS.digestDocs} documents pushed in one session`)
       docs.add(docId)
-      applying.push(applyPush(ctx, docId, changes))
+      applying.push(applyPush(ctx, docId, changes, theirs.get(docId)))
     }
     if (!frame.more) break
   }
-  return { docs, failed: Promise.all(applying).then((ok) => ok.filter((x) => !x).length) }
+  const applied = Promise.all(applying).then((outcomes) => ({
+    failed: outcomes.filter((o) => o === 'failed').length,
+    peerLacks: outcomes.includes('peer lacks'),
+  }))
+  return { docs, applied }
 }
 
-async function applyPush(ctx: SyncSessionContext, docId: DocId, changes: Uint8Array[]): Promise<boolean> {
-  if (ctx.replica.isQuarantined(docId)) return false
+type PushOutcome = 'level' | 'peer lacks' | 'failed'
+
+async function applyPush(ctx: SyncSessionContext, docId: DocId, changes: Uint8Array[], pusherHeads: readonly string[] | undefined): Promise<PushOutcome> {
+  if (ctx.replica.isQuarantined(docId)) return 'failed'
   try {
     const r = await ctx.replica.applyRemoteChanges(docId, changes, ctx.peer)
     if (r.changes.length > 0) ctx.relay?.learned(docId, r.changes)
-    return true
+    // the pusher saw this node's digest; a change written here since is not among what it holds
+    const back = pusherHeads === undefined ? undefined : await ctx.replica.changesForPeer(docId, pusherHeads)
+    if (back === undefined || back.length === 0) return 'level'
+    // what it pushed may go past the heads it reported (written there meanwhile): those it holds
+    const sent = new Set(changes.map(bytesKey))
+    return back.some((c) => !sent.has(bytesKey(c))) ? 'peer lacks' : 'level'
   } catch (err) {
     ctx.log.warn({ err, docId }, 'applying pushed changes failed, document skipped')
-    return false
+    return 'failed'
   }
 }
+
+const bytesKey = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('base64')
 
 interface DocProgress { state: PeerSyncState; rounds: number; carry: Uint8Array | null | undefined }
 
@@ -228,22 +246,22 @@ export async function syncAsResponder(ch: SyncChannel, ctx: SyncSessionContext &
   ctx.relay?.hello(hello.digestHash)
   await ch.write({ t: 'hello', v: 2, node: ctx.replica.nodeName, digestHash: ctx.replica.digestHash() })
   const next = await ch.read('digest', 'bye')
-  if (next.t === 'bye') return { inSync: true, docs: 0, pushed: 0, converged: 0, failed: 0, rounds: 0 }
+  if (next.t === 'bye') return { inSync: true, docs: 0, pushed: 0, peerLacks: false, converged: 0, failed: 0, rounds: 0 }
   const theirs: Digest = new Map(next.docs)
   const mine = ctx.replica.digest()
   await ch.write({ t: 'digest', docs: digestEntries(mine) })
   const differing = differingDocs(mine, theirs).filter((d) => !ctx.replica.isQuarantined(d))
   const outgoing = await writePushes(ch, ctx, mine, theirs, differing)
-  const incoming = await readPushes(ch, ctx)
+  const incoming = await readPushes(ch, ctx, theirs)
   const states = new Map<DocId, PeerSyncState | null>() // null: failed, answered with null from then on
   let rounds = 0
   let failed = 0
   for (;;) {
     const frame = await ch.read('sync', 'bye')
     if (frame.t === 'bye') {
-      const pushFailed = await incoming.failed
+      const { failed: pushFailed, peerLacks } = await incoming.applied
       const pushed = outgoing.size + incoming.docs.size - pushFailed
-      return { inSync: false, docs: differing.length, pushed, converged: pushed + states.size - failed, failed: failed + pushFailed, rounds }
+      return { inSync: false, docs: differing.length, pushed, peerLacks, converged: pushed + states.size - failed, failed: failed + pushFailed, rounds }
     }
     rounds++
     if (new Set(frame.msgs.map((m) => m.docId)).size !== frame.msgs.length) throw new SyncProtocolError('a document appears twice in one sync frame')

@@ -96,3 +96,25 @@ test('documents the other side lacks or is behind on are pushed in one exchange;
     expect(c.listMachines({ app: 'shared' }).map((m) => m.id).sort()).toEqual([ma.id, mb.id].sort())
   }
 })
+
+test('a pushed document the receiver has written to since its digest was taken is reported, and the next session gives the change back', async () => {
+  const a = await catalog('ams-1')
+  const b = await catalog('iad-1')
+  await a.deployApp(webConfig('web'))
+  await session(a, b)
+  // b's digest is taken, then a and b both write to the document before the session runs
+  const staleDigest = b.digest()
+  const staleHash = b.digestHash()
+  const fromA = await a.createMachine({ app: 'web', region: 'ams', node: 'ams-1', spec: { cmd: ['a'] } })
+  const fromB = await b.createMachine({ app: 'web', region: 'iad', node: 'iad-1', spec: { cmd: ['b'] } })
+  const bAsOfDigest: Catalog = Object.assign(Object.create(b) as Catalog, { digest: () => staleDigest, digestHash: () => staleHash })
+
+  const first = await session(bAsOfDigest, a)
+  // a was ahead of what b reported and pushed; b then held a change a lacks
+  expect(first.initiator).toMatchObject({ pushed: 1, peerLacks: true, failed: 0 })
+  expect(a.getMachine(fromB.id)).toBeUndefined()
+  const second = await session(b, a)
+  expect(second.initiator).toMatchObject({ peerLacks: false, failed: 0 })
+  expect(a.digest()).toEqual(b.digest())
+  for (const c of [a, b]) expect(c.listMachines({ app: 'web' }).map((m) => m.id).sort()).toEqual([fromA.id, fromB.id].sort())
+})
