@@ -122,9 +122,14 @@ export class RoutingIndex {
 
   allApps(): IterableIterator<AppRoute> { return this.apps.values() }
 
+  /**
+   * Down, left, unreachable — or not known here yet: the documents of a catalog arrive independently, so an
+   * app's Machine can be seen before its node's record (region, backhaul address), and routing to it then
+   * failed with "publishes no backhaul address". It takes traffic once that record arrives.
+   */
   isNodeDown(node: string): boolean {
     const n = this.nodes.get(node)
-    return n !== undefined && (n.down || n.left || n.unreachable === true)
+    return n === undefined || n.down || n.left || n.unreachable === true
   }
 
   /**
