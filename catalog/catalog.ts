@@ -12,7 +12,7 @@ import type {
   PeerSyncState, StopOptions, Subscription, SubscribeOptions,
 } from './catalog-api.js'
 import { CatalogState } from './catalog-state.js'
-import { readChangeHeader } from './change-header.js'
+import { changeHeader } from './change-header.js'
 import { DocRegistry, type DocState, kindOf } from './doc-registry.js'
 import type { AppDocView } from './docs/app-doc.js'
 import { actorFor, nodeOfActor } from './docs/automerge-values.js'
@@ -323,7 +323,7 @@ class LevelCatalog implements Catalog {
     let bringsRoot = false
     for (const [i, c] of changes.entries()) {
       try {
-        const header = readChangeHeader(c) ?? decodedHeader(c)
+        const header = changeHeader(c)
         hashes.push(header.hash)
         if (header.deps === 0) bringsRoot = true
       } catch (err) {
@@ -402,11 +402,6 @@ class LevelCatalog implements Catalog {
  * queues nothing (a queued change always waits for a missing one); A.hasHeads answers the same by building
  * each change's bytes, which made it the heaviest part of receiving a relayed message.
  */
-function decodedHeader(change: Uint8Array): { hash: string; deps: number } {
-  const decoded = A.decodeChange(change)
-  return { hash: decoded.hash, deps: decoded.deps.length }
-}
-
 function holdsAll(doc: A.Doc<unknown>, hashes: string[]): boolean {
   return A.getMissingDeps(doc, hashes).length === 0
 }

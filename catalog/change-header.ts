@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import * as A from '@automerge/automerge'
 
 /**
  * The hash and dependency count of an Automerge change read from its chunk header, without decoding its ops
@@ -26,6 +27,14 @@ export function readChangeHeader(bytes: Uint8Array): ChangeHeader | undefined {
   const deps = readUleb(bytes, length.next)
   if (deps === undefined) return undefined
   return { hash: hash.toString('hex'), deps: deps.value }
+}
+
+/** The header read from the bytes, or from decoding the whole change when they are not plain (throws if invalid). */
+export function changeHeader(bytes: Uint8Array): ChangeHeader {
+  const header = readChangeHeader(bytes)
+  if (header !== undefined) return header
+  const decoded = A.decodeChange(bytes)
+  return { hash: decoded.hash, deps: decoded.deps.length }
 }
 
 function readUleb(bytes: Uint8Array, at: number): { value: number; next: number } | undefined {

@@ -56,7 +56,8 @@ export class AntiEntropy {
   private readonly inboundActive = new Map<string, number>()
   private readonly throttle: Throttle
   private readonly stopping = new AbortController()
-  private readonly retries = new Set<NodeJS.Timeout>()
+  /** Retry and deferral timers, cleared on stop. */
+  private readonly timers = new Set<NodeJS.Timeout>()
   /** Open sync streams, both directions, reset on stop. */
   private readonly streams = new Set<Stream>()
   private timer: NodeJS.Timeout | undefined
@@ -76,8 +77,8 @@ export class AntiEntropy {
   async stop(): Promise<void> {
     clearTimeout(this.timer)
     this.timer = undefined
-    for (const t of this.retries) clearTimeout(t)
-    this.retries.clear()
+    for (const t of this.timers) clearTimeout(t)
+    this.timers.clear()
     this.stopping.abort(new Error('gossip stopping'))
     // a stream's graceful close can wait on a stalled connection: reset them all, then wait a bounded time
     for (const stream of this.streams) stream.abort(new Error('gossip stopping'))
@@ -127,11 +128,11 @@ export class AntiEntropy {
       waiting = new Map()
       this.deferred.set(twin, waiting)
       const timer = setTimeout(() => {
-        this.retries.delete(timer)
+        this.timers.delete(timer)
         this.releaseDeferred(twin)
       }, DEFER_MAX_MS)
       timer.unref()
-      this.retries.add(timer)
+      this.timers.add(timer)
     }
     if (!waiting.has(peer)) this.d.counters.syncDeferred++
     waiting.set(peer, reason)
@@ -154,11 +155,11 @@ export class AntiEntropy {
     if (attempt >= RETRIES || this.stopping.signal.aborted) return
     if (!this.d.libp2p.getPeers().some((p) => p.toString() === peer)) return
     const timer = setTimeout(() => {
-      this.retries.delete(timer)
+      this.timers.delete(timer)
       this.request(peer, reason, attempt + 1)
     }, RETRY_BASE_MS * 2 ** attempt)
     timer.unref()
-    this.retries.add(timer)
+    this.timers.add(timer)
   }
 
   requestAll(reason: string): void {

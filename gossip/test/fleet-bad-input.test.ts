@@ -1,5 +1,4 @@
 import * as A from '@automerge/automerge'
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import { lpStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import { afterEach, expect, test } from 'vitest'
@@ -9,11 +8,10 @@ import type { DocId } from '../../schemas/catalog-records.js'
 import { waitFor } from '../../test/helpers/wait-for.js'
 import { SYNC_PROTOCOL } from '../anti-entropy.js'
 import { CHANGES_TOPIC } from '../broadcast.js'
-import { HandshakeWatch } from '../handshake-watch.js'
-import { createGossipLibp2p, type GossipLibp2p } from '../libp2p-node.js'
+import type { GossipLibp2p } from '../libp2p-node.js'
 import { HEARTBEAT_TOPIC } from '../membership.js'
 import { encodeWire } from '../wire-codec.js'
-import { type TestNode, useTestFleet, waitForMesh } from './fleet-harness.js'
+import { startBareLibp2p, type TestNode, useTestFleet, waitForMesh } from './fleet-harness.js'
 
 const fleet = useTestFleet()
 let mallory: GossipLibp2p | undefined
@@ -25,12 +23,7 @@ afterEach(async () => {
 
 /** A fleet member gone bad: a bare libp2p node with the fleet key, connected to `victim`, sending what it likes. */
 async function startMallory(victim: TestNode): Promise<GossipLibp2p> {
-  mallory = await createGossipLibp2p({
-    privateKey: await generateKeyPair('Ed25519'), fleetKey: fleet.fleetKey, listen: ['/ip4/127.0.0.1/tcp/0'],
-    topics: [CHANGES_TOPIC, HEARTBEAT_TOPIC], ipColocationFactorWeight: 0, signing: 'none', acceptPXThreshold: 0,
-    maxConnections: 16, dialTimeoutMs: 5000, maxRpcBytes: 4 * 1024 * 1024, handshakes: new HandshakeWatch(() => {}), version: 'evil',
-  })
-  await mallory.start()
+  mallory = await startBareLibp2p(fleet.fleetKey, 'evil', [CHANGES_TOPIC, HEARTBEAT_TOPIC])
   await mallory.dial(multiaddr(victim.address))
   const m = mallory
   await waitFor(() => m.services.pubsub.getSubscribers(CHANGES_TOPIC).some((p) => p.toString() === victim.gossip.peerId), { what: 'the victim subscribed, as mallory sees it' })

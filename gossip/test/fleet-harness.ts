@@ -1,3 +1,4 @@
+import { generateKeyPair } from '@libp2p/crypto/keys'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import pino, { type Logger } from 'pino'
@@ -10,6 +11,8 @@ import { tempDir } from '../../test/helpers/temp-dir.js'
 import { waitFor } from '../../test/helpers/wait-for.js'
 import { generateFleetKey } from '../fleet-key.js'
 import { gossipNode, type GossipNode, type GossipNodeInit } from '../gossip-node.js'
+import { HandshakeWatch } from '../handshake-watch.js'
+import { createGossipLibp2p, type GossipLibp2p } from '../libp2p-node.js'
 
 /**
  * Real nodes in one test process: a LevelDB catalog in a temp dir and a libp2p gossip node on 127.0.0.1
@@ -214,4 +217,18 @@ export async function waitForLog(n: TestNode, pattern: RegExp, timeoutMs = 5_000
 
 export async function waitForEvent(n: TestNode, match: (e: CatalogEvent) => boolean, timeoutMs = 5_000): Promise<CatalogEvent> {
   return await waitFor(() => n.events.find(match), { timeoutMs, what: `a matching catalog event on ${n.name}` })
+}
+
+/**
+ * A started bare libp2p node with the fleet's transport stack (key, Noise, Yamux, gossipsub on `topics`) and none
+ * of gossip's logic: a member gone bad, or one end of a protocol test. The caller stops it.
+ */
+export async function startBareLibp2p(fleetKey: Uint8Array, version: string, topics: string[] = []): Promise<GossipLibp2p> {
+  const node = await createGossipLibp2p({
+    privateKey: await generateKeyPair('Ed25519'), fleetKey, listen: ['/ip4/127.0.0.1/tcp/0'],
+    topics, ipColocationFactorWeight: 0, signing: 'none', acceptPXThreshold: 0,
+    maxConnections: 16, dialTimeoutMs: 5000, maxRpcBytes: 4 * 1024 * 1024, handshakes: new HandshakeWatch(() => {}), version,
+  })
+  await node.start()
+  return node
 }

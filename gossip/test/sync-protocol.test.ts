@@ -1,4 +1,3 @@
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Stream } from '@libp2p/interface'
 import { join } from 'node:path'
 import pino from 'pino'
@@ -8,10 +7,10 @@ import { openCatalog } from '../../catalog/index.js'
 import { webConfig } from '../../catalog/test/fixtures.js'
 import { tempDir } from '../../test/helpers/temp-dir.js'
 import { generateFleetKey } from '../fleet-key.js'
-import { HandshakeWatch } from '../handshake-watch.js'
-import { createGossipLibp2p, type GossipLibp2p } from '../libp2p-node.js'
+import type { GossipLibp2p } from '../libp2p-node.js'
 import { SyncChannel } from '../sync-channel.js'
 import { type SyncSessionContext, type SyncSessionResult, syncAsInitiator, syncAsResponder } from '../sync-protocol.js'
+import { startBareLibp2p } from './fleet-harness.js'
 
 /**
  * One `/edgeproxy/sync/2` session between two real catalogs over a real libp2p stream (TCP, Noise, Yamux),
@@ -35,12 +34,7 @@ async function catalog(name: string): Promise<Catalog> {
 }
 
 async function peer(): Promise<GossipLibp2p> {
-  const p = await createGossipLibp2p({
-    privateKey: await generateKeyPair('Ed25519'), fleetKey, listen: ['/ip4/127.0.0.1/tcp/0'], topics: [],
-    ipColocationFactorWeight: 0, signing: 'none', acceptPXThreshold: 0, maxConnections: 8, dialTimeoutMs: 5000,
-    maxRpcBytes: 1024 * 1024, handshakes: new HandshakeWatch(() => {}), version: 'test',
-  })
-  await p.start()
+  const p = await startBareLibp2p(fleetKey, 'test')
   closers.push(async () => { await p.stop() })
   return p
 }
