@@ -2,6 +2,7 @@ import { type ChildProcess, fork } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { type ChaosRelay, startChaosRelay } from '../test/helpers/chaos-relay.js'
+import { DAEMON_NODE_FLAGS } from '../tools/node-flags.js'
 import type { FromChild, GossipChildConfig, ToChild } from './gossip-child.js'
 
 /**
@@ -57,10 +58,11 @@ export class BenchNode {
   async digest(): Promise<string> { return (await this.ask<Extract<FromChild, { type: 'digest' }>>({ type: 'digest' })).hash }
 }
 
+/** Both fleets, ours and the raw baseline, run with the daemon's node flags. */
 function childEntry(script: string): { file: string; execArgv: string[] } {
   const js = join(import.meta.dirname, `${script}.js`)
-  if (existsSync(js)) return { file: js, execArgv: process.env.BENCH_GOSSIP_PROF === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_GOSSIP_PROF}`] }
-  return { file: join(import.meta.dirname, `${script}.ts`), execArgv: ['--import', 'tsx'] } // run from source
+  if (existsSync(js)) return { file: js, execArgv: [...DAEMON_NODE_FLAGS, ...(process.env.BENCH_GOSSIP_PROF === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_GOSSIP_PROF}`])] }
+  return { file: join(import.meta.dirname, `${script}.ts`), execArgv: [...DAEMON_NODE_FLAGS, '--import', 'tsx'] } // run from source
 }
 
 export async function startFleet(o: FleetOptions): Promise<BenchNode[]> {

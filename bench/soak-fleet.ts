@@ -2,6 +2,7 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { request } from 'undici'
+import { DAEMON_NODE_FLAGS } from '../tools/node-flags.js'
 import { packageRoot } from '../tools/version.js'
 import { SERVER_CORE } from './proxy-common.js'
 
@@ -39,7 +40,7 @@ export class Daemon {
   logTail(): string { return this.tail.join('\n') }
 
   async start(timeoutMs = 30_000): Promise<void> {
-    const child = spawn('taskset', ['-c', SERVER_CORE, process.execPath, BIN, 'daemon', '--name', this.spec.name, '--region', this.spec.region, '--roles', this.spec.roles, ...this.spec.args],
+    const child = spawn('taskset', ['-c', SERVER_CORE, process.execPath, ...DAEMON_NODE_FLAGS, BIN, 'daemon', '--name', this.spec.name, '--region', this.spec.region, '--roles', this.spec.roles, ...this.spec.args],
       { cwd: packageRoot(), stdio: ['ignore', 'pipe', 'pipe'] })
     this.child = child
     this.admin = ''

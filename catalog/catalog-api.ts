@@ -135,11 +135,17 @@ export interface CatalogReplica {
   /** Changes made on this node, as soon as they are durable. */
   onLocalChange(listener: (docId: DocId, changes: Uint8Array[]) => void): Subscription
   /** Apply changes received from a peer; validates, persists and emits events in one batch. */
-  applyRemoteChanges(docId: DocId, changes: Uint8Array[], fromPeer: string): Promise<ApplyRemoteResult>
+  /**
+   * `background`: bulk catch-up (a sync session's pushed documents), applied a few per write group so that
+   * round trips and local writes do not wait behind it.
+   */
+  applyRemoteChanges(docId: DocId, changes: Uint8Array[], fromPeer: string, priority?: 'normal' | 'background'): Promise<ApplyRemoteResult>
   newSyncState(docId: DocId): PeerSyncState
   /** Next Automerge sync message for this peer and document, or null when the peer has all we have. */
   generateSyncMessage(state: PeerSyncState): Promise<Uint8Array | null>
   receiveSyncMessage(state: PeerSyncState, message: Uint8Array, fromPeer: string): Promise<ApplyRemoteResult>
+  /** The partner's last sync message showed exactly the heads this node holds now: the document is level. */
+  syncLevel(state: PeerSyncState): boolean
   /**
    * The changes a peer whose heads of `docId` are `theirHeads` (undefined: it lacks the document) is missing,
    * when this node holds every one of those heads; undefined when it does not (the peer has changes this node

@@ -317,7 +317,7 @@ class LevelCatalog implements Catalog {
     return this.registry.states.get(docId)?.quarantined === true
   }
 
-  async applyRemoteChanges(docId: DocId, changes: Uint8Array[], fromPeer: string): Promise<ApplyRemoteResult> {
+  async applyRemoteChanges(docId: DocId, changes: Uint8Array[], fromPeer: string, priority: 'normal' | 'background' = 'normal'): Promise<ApplyRemoteResult> {
     const id = parseDocId(docId)
     const hashes: string[] = []
     let bringsRoot = false
@@ -334,7 +334,7 @@ class LevelCatalog implements Catalog {
     // copy of the document and a write (the pipeline copies a document before applying a peer's changes to it)
     const loaded = this.registry.current(id)
     if (loaded !== undefined && holdsAll(loaded, hashes)) return { events: [], missingDeps: false, changes: [] }
-    const r = await this.pipeline.submit({ type: 'change', docId: id, create: true, startEmpty: bringsRoot, fromPeer, run: (doc) => A.applyChanges(doc, changes)[0] })
+    const r = await this.pipeline.submit({ type: 'change', docId: id, create: true, startEmpty: bringsRoot, fromPeer, run: (doc) => A.applyChanges(doc, changes)[0] }, priority)
     return { events: r.events, missingDeps: r.missingDeps, changes: r.changes }
   }
 
@@ -372,6 +372,16 @@ class LevelCatalog implements Catalog {
     return doc
   }
 
+  syncLevel(state: PeerSyncState): boolean {
+    const s = state as AmSyncState
+    // the exported sync state carries the heads the partner last reported (A.SyncState types it opaque)
+    const theirs = (s.am as unknown as { theirHeads?: string[] | null }).theirHeads
+    const doc = this.registry.current(s.docId)
+    if (theirs === undefined || theirs === null || doc === undefined) return false
+    const ours = A.getHeads(doc)
+    return ours.length === theirs.length && ours.every((h) => theirs.includes(h))
+  }
+
   async receiveSyncMessage(state: PeerSyncState, message: Uint8Array, fromPeer: string): Promise<ApplyRemoteResult> {
     const s = state as AmSyncState
     try {
@@ -391,7 +401,7 @@ class LevelCatalog implements Catalog {
         nextSync = synced
         return next
       },
-    })
+    }, 'urgent') // the partner waits for the answer
     if (nextSync !== undefined) s.am = nextSync
     return { events: r.events, missingDeps: r.missingDeps, changes: r.changes }
   }

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import * as A from '@automerge/automerge'
 
 /**
- * The hash and dependency count of an Automerge change read from its chunk header, without decoding its ops
+ * The hash, dependency count and actor of an Automerge change read from its chunk header, without decoding its ops
  * (A.decodeChange decodes everything, and was a tenth of a node's CPU while a heal's changes arrived).
  * A change chunk is: magic (4 bytes), checksum (4), type (1: change), body length (uLEB128), body; its hash is
  * sha256 of everything after the checksum, whose first 4 bytes are the checksum, so a wrong reading of the
@@ -12,6 +12,8 @@ import * as A from '@automerge/automerge'
 export interface ChangeHeader {
   hash: string
   deps: number
+  /** Hex, as A.decodeChange gives it. */
+  actor: string
 }
 
 const MAGIC = [0x85, 0x6f, 0x4a, 0x83]
@@ -24,9 +26,13 @@ export function readChangeHeader(bytes: Uint8Array): ChangeHeader | undefined {
   if (length === undefined || length.next + length.value !== bytes.byteLength) return undefined
   const hash = createHash('sha256').update(bytes.subarray(8)).digest()
   for (let i = 0; i < 4; i++) if (hash[i] !== bytes[4 + i]) return undefined
+  // the body starts: dependency count, the dependencies' 32-byte hashes, the actor (length, bytes)
   const deps = readUleb(bytes, length.next)
   if (deps === undefined) return undefined
-  return { hash: hash.toString('hex'), deps: deps.value }
+  const actorLength = readUleb(bytes, deps.next + 32 * deps.value)
+  if (actorLength === undefined || actorLength.next + actorLength.value > bytes.byteLength) return undefined
+  const actor = Buffer.from(bytes.buffer, bytes.byteOffset + actorLength.next, actorLength.value).toString('hex')
+  return { hash: hash.toString('hex'), deps: deps.value, actor }
 }
 
 /** The header read from the bytes, or from decoding the whole change when they are not plain (throws if invalid). */
@@ -34,7 +40,7 @@ export function changeHeader(bytes: Uint8Array): ChangeHeader {
   const header = readChangeHeader(bytes)
   if (header !== undefined) return header
   const decoded = A.decodeChange(bytes)
-  return { hash: decoded.hash, deps: decoded.deps.length }
+  return { hash: decoded.hash, deps: decoded.deps.length, actor: decoded.actor }
 }
 
 function readUleb(bytes: Uint8Array, at: number): { value: number; next: number } | undefined {

@@ -3,6 +3,7 @@ import type { Logger } from 'pino'
 import type { CatalogEvent, CatalogEventBody } from '../schemas/catalog-events.js'
 import type { DocId } from '../schemas/catalog-records.js'
 import { EdgeProxyError } from '../schemas/errors.js'
+import { changeHeader } from './change-header.js'
 import { nodeOfActor } from './docs/automerge-values.js'
 import { type DocRegistry, type DocState, hashBytes, toViewRecord } from './doc-registry.js'
 import type { EventLog } from './event-log.js'
@@ -13,6 +14,10 @@ import { type BatchOp, type CatalogDb, del, putBytes, putJson } from './storage/
 export const COMPACT_AFTER_CHANGES = 64
 /** Ops written in one LevelDB batch (group commit); bounded so the loaded-doc cache never evicts mid-group. */
 const MAX_GROUP = 256
+/** Background ops per group: each costs a few ms to stage, during which nothing else runs. */
+const BACKGROUND_PER_GROUP = 8
+
+export type WritePriority = 'urgent' | 'normal' | 'background'
 
 export interface OpResult {
   events: CatalogEvent[]
@@ -66,6 +71,10 @@ const EMPTY: OpResult = { events: [], changes: [], missingDeps: false }
  */
 export class WritePipeline {
   private readonly queue: Queued[] = []
+  /** Ops someone waits on across the network (a sync round): the next group is theirs alone. */
+  private readonly urgent: Queued[] = []
+  /** Bulk catch-up (a sync session's pushed documents): a few ride along with each group. */
+  private readonly background: Queued[] = []
   private running: Promise<void> | undefined
   private closed = false
 
@@ -79,12 +88,28 @@ export class WritePipeline {
     private readonly sync: boolean,
   ) {}
 
-  submit(op: Op): Promise<OpResult> {
+  /**
+   * Queues an op. `urgent` ones skip the queue: a sync round trip waits on each of them. `background` ones go
+   * BACKGROUND_PER_GROUP at a time, so that a session pushing hundreds of documents does not hold the event
+   * loop for one long group while a round message or a local write waits behind it. Ops on one document may
+   * then apply out of submission order; remote changes commute (Automerge), and local writes are `normal`.
+   */
+  submit(op: Op, priority: WritePriority = 'normal'): Promise<OpResult> {
     if (this.closed) return Promise.reject(new EdgeProxyError('EP_CATALOG_CLOSED', 'the catalog is closed'))
     return new Promise((resolve, reject) => {
-      this.queue.push({ op, resolve, reject })
+      const lane = priority === 'urgent' ? this.urgent : priority === 'background' ? this.background : this.queue
+      lane.push({ op, resolve, reject })
       this.kick()
     })
+  }
+
+  private get pending(): number {
+    return this.urgent.length + this.queue.length + this.background.length
+  }
+
+  private nextGroup(): Queued[] {
+    if (this.urgent.length > 0) return this.urgent.splice(0, MAX_GROUP)
+    return [...this.queue.splice(0, MAX_GROUP), ...this.background.splice(0, BACKGROUND_PER_GROUP)]
   }
 
   /**
@@ -93,7 +118,7 @@ export class WritePipeline {
    * again, so that op is not left waiting for the next write to come along.
    */
   private kick(): void {
-    if (this.running !== undefined || this.queue.length === 0) return
+    if (this.running !== undefined || this.pending === 0) return
     this.running = this.drain().finally(() => {
       this.running = undefined
       this.kick()
@@ -107,8 +132,8 @@ export class WritePipeline {
   }
 
   private async drain(): Promise<void> {
-    while (this.queue.length > 0) {
-      const group = this.queue.splice(0, MAX_GROUP)
+    while (this.pending > 0) {
+      const group = this.nextGroup()
       await Promise.all(group.map((q) => this.prepare(q)))
       await this.commit(group)
     }
@@ -255,7 +280,7 @@ export class WritePipeline {
     }
 
     const bodies = state.kind.diff(state.view, view, touched)
-    const origin = op.fromPeer === undefined ? this.nodeName : nodeOfActor(A.decodeChange(fresh[fresh.length - 1]).actor)
+    const origin = op.fromPeer === undefined ? this.nodeName : nodeOfActor(changeHeader(fresh[fresh.length - 1]).actor)
     const { events, ops } = this.events.assign(bodies, origin, now)
 
     remember(state, state.persisted)

@@ -22,6 +22,12 @@ const RETRY_BASE_MS = 150
 const STOP_WAIT_MS = 2_000
 /** A session put off behind one with a peer in the same state starts after this even if that one has not ended. */
 const DEFER_MAX_MS = 2_000
+/**
+ * The interval round leaves a peer back from being away alone this long: its session on connect (started by
+ * the smaller peer id, perhaps put off behind a twin for up to DEFER_MAX_MS) is the one that levels it, and
+ * relays bring the rest. After a heal, interval sessions with returning peers only repeated those sessions.
+ */
+const RETURNING_QUIET_MS = 3_000
 
 export interface AntiEntropyOptions {
   intervalMs: number
@@ -43,7 +49,7 @@ export interface AntiEntropyDeps {
   log: Logger
   counters: GossipCounters
   /** What peers' heartbeats say of their digests: the interval round visits only peers that may differ. */
-  digests: Pick<DigestWatch, 'mayDiffer' | 'level' | 'lastKnown'>
+  digests: Pick<DigestWatch, 'mayDiffer' | 'level' | 'lastKnown' | 'awayTogether' | 'justReturned'>
   /** Passes on what a session brought when other peers may lack it. */
   relay: SyncRelay
 }
@@ -106,18 +112,20 @@ export class AntiEntropy {
   }
 
   /**
-   * A peer this node is already in a session with (either direction) that last reported the same digest hash
-   * as `peer` (before a disconnect too): a second session now would bring the same documents over again.
-   * After a heal every node of one side connects to every node of the other at once, and these duplicate
-   * sessions were most of the CPU the heal took; once the first ends, what it brought has been relayed to that
-   * peer's side, and the put-off session (run then, or after DEFER_MAX_MS at the latest) finds little or
-   * nothing left to do.
+   * A peer this node is already in a session with (either direction) that is likely in the same state as
+   * `peer`: it last reported the same digest hash (before a disconnect too), or both went away together and
+   * have not been synced with since (DigestWatch.awayTogether). A second session now would bring the same
+   * documents over again. After a heal every node of one side connects to every node of the other at once,
+   * and these duplicate sessions were most of the CPU the heal took; once the first ends, what it brought has
+   * been relayed to that peer's side, and the put-off session (run then, or after DEFER_MAX_MS at the latest)
+   * finds little or nothing left to do.
    */
   private twinOf(peer: string): string | undefined {
     const theirs = this.d.digests.lastKnown(peer)
-    if (theirs === undefined) return undefined
     for (const other of [...this.running.keys(), ...this.inboundActive.keys()]) {
-      if (other !== peer && this.d.digests.lastKnown(other) === theirs) return other
+      if (other === peer) continue
+      if (theirs !== undefined && this.d.digests.lastKnown(other) === theirs) return other
+      if (this.d.digests.awayTogether(peer, other)) return other
     }
     return undefined
   }
@@ -182,7 +190,7 @@ export class AntiEntropy {
     const delay = this.o.intervalMs * (0.8 + Math.random() * 0.4)
     this.timer = setTimeout(() => {
       // an idle fleet, whose heartbeats all carry equal digest hashes, runs no sessions at all
-      const peers = this.d.libp2p.getPeers().map(String).filter((p) => this.d.digests.mayDiffer(p))
+      const peers = this.d.libp2p.getPeers().map(String).filter((p) => this.d.digests.mayDiffer(p) && !this.d.digests.justReturned(p, RETURNING_QUIET_MS))
       for (const p of pickRandom(peers, this.o.fanout)) this.request(p, 'interval')
       this.scheduleTick()
     }, delay)

@@ -1,3 +1,6 @@
+/** Disconnects this close together are taken for one event (a dead connection is found within 10 s). */
+const AWAY_TOGETHER_MS = 10_000
+
 /**
  * Which peers the periodic anti-entropy round should visit. Every heartbeat carries its sender's digest hash
  * (catalog/digest-hash.ts); a peer whose last reported hash is one this node itself held within `windowMs`
@@ -18,6 +21,10 @@ export class DigestWatch {
   private readonly reported = new Map<string, string>()
   /** The same, kept across disconnects (`forget`): which peers were in one state, for `lastKnown`. */
   private readonly known = new Map<string, string>()
+  /** Peer id → performance.now() when it disconnected; kept until a session leaves it level (`awayTogether`). */
+  private readonly gone = new Map<string, number>()
+  /** Peer id → performance.now() when it last connected. */
+  private readonly connectedAt = new Map<string, number>()
 
   constructor(private readonly own: () => Uint8Array, private readonly windowMs: number) {}
 
@@ -49,6 +56,29 @@ export class DigestWatch {
     return this.reported.get(peerId) ?? this.known.get(peerId)
   }
 
+  /**
+   * Both peers disconnected within `AWAY_TOGETHER_MS` of each other and neither has been synced with since:
+   * one event (a partition, a cut link) most likely took both, and they come back holding much the same —
+   * even when the hashes they last reported differ, as they do on a side that kept writing.
+   */
+  awayTogether(a: string, b: string): boolean {
+    const ga = this.gone.get(a)
+    const gb = this.gone.get(b)
+    return ga !== undefined && gb !== undefined && Math.abs(ga - gb) <= AWAY_TOGETHER_MS
+  }
+
+  /** `peerId` connected (or reconnected) just now. */
+  connected(peerId: string): void {
+    if (this.connectedAt.size >= 4096 && !this.connectedAt.has(peerId)) this.connectedAt.clear()
+    this.connectedAt.set(peerId, performance.now())
+  }
+
+  /** `peerId` came back from being away (see `awayTogether`) less than `withinMs` ago, and is still unsynced. */
+  justReturned(peerId: string, withinMs: number): boolean {
+    const at = this.connectedAt.get(peerId)
+    return this.gone.has(peerId) && at !== undefined && performance.now() - at < withinMs
+  }
+
   private remember(hex: string): void {
     const now = performance.now()
     this.mine.delete(hex)
@@ -75,6 +105,7 @@ export class DigestWatch {
   /** A session with `peer` just left both sides level: what it reported before is outdated. */
   level(peerId: string): void {
     this.reported.set(peerId, this.currentHex())
+    this.gone.delete(peerId)
   }
 
   mayDiffer(peerId: string): boolean {
@@ -85,6 +116,10 @@ export class DigestWatch {
 
   forget(peerId: string): void {
     this.reported.delete(peerId)
+    this.connectedAt.delete(peerId)
+    if (this.gone.size >= 4096 && !this.gone.has(peerId)) this.gone.clear()
+    // the first disconnect counts: a peer that flaps while away is still away since then
+    if (!this.gone.has(peerId)) this.gone.set(peerId, performance.now())
   }
 }
 

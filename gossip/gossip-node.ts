@@ -178,6 +178,7 @@ class DefaultGossipNode implements GossipNode {
     })
     // what a peer reported before it disconnected says nothing of what it holds when it comes back
     libp2p.addEventListener('peer:disconnect', (e) => { digests.forget(e.detail.toString()) })
+    libp2p.addEventListener('peer:connect', (e) => { digests.connected(e.detail.toString()) })
     this.broadcast = new Broadcast({
       pubsub: libp2p.services.pubsub,
       replica: this.c.catalog,

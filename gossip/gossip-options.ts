@@ -139,7 +139,9 @@ export function partOptions(init: GossipNodeInit): PartOptions {
       perPeerPerSecond: t.changesPerPeerPerSecond,
       perPeerBurst: t.changesPerPeerBurst,
     },
-    dialer: { tickMs: 250, minBackoffMs: 250, maxBackoffMs: init.redialMaxMs ?? 500, maxPeers, dialTimeoutMs: t.dialTimeoutMs, answerWaitMs: 3_000 },
+    // the tick only compares times (a dial waits for its backoff): 100 ms puts a healed link's redial within
+    // 100 ms of its time instead of 250
+    dialer: { tickMs: 100, minBackoffMs: 250, maxBackoffMs: init.redialMaxMs ?? 500, maxPeers, dialTimeoutMs: t.dialTimeoutMs, answerWaitMs: 3_000 },
     membership: {
       heartbeatMs: init.heartbeatMs ?? 2_000,
       downAfterMs: init.downAfterMs ?? 10_000,

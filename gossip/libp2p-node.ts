@@ -9,6 +9,7 @@ import { preSharedKey } from '@libp2p/pnet'
 import { tcp, type TCPSocketOptions } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 import type { HandshakeWatch } from './handshake-watch.js'
+import { sendYamuxWindowUpdatesAtHalf } from './yamux-window-updates.js'
 
 /**
  * The libp2p node of a daemon (DESIGN §3): TCP, the fleet key as private network, Noise, Yamux, identify,
@@ -79,6 +80,7 @@ const TOPIC_SCORE: Partial<TopicScoreParams> = {
 const PING_STREAM_LIFETIME_MS = 10 * 60_000
 
 export async function createGossipLibp2p(init: Libp2pNodeInit): Promise<GossipLibp2p> {
+  sendYamuxWindowUpdatesAtHalf()
   const dialOpts = { noDelay: true, ...(init.dialFrom === undefined ? {} : { localAddress: init.dialFrom }) }
   return await createLibp2p<GossipServices>({
     start: false,

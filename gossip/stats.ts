@@ -51,7 +51,7 @@ export interface GossipCounters {
   syncInSync: number
   syncFailed: number
   syncThrottled: number
-  /** Sessions put off behind a running one with a peer that reported the same digest hash. */
+  /** Sessions put off behind a running one with a peer likely in the same state (same digest hash, or away together). */
   syncDeferred: number
   syncProtocolErrors: number
   syncDocsConverged: number

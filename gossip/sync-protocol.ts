@@ -11,10 +11,12 @@ import type { SessionRelay } from './sync-relay.js'
  * document one side is ahead on (it holds every head the other reported, or the other lacks it) is pushed
  * as exactly the changes the other lacks; after a partition that is most of them (new apps, apps written on
  * one side only). Only documents written on both sides run Automerge's sync protocol, in lock step — one
- * frame carries one message per document (PERF-NOTES: 2 round trips per doc). A document whose messages
- * fail (poison: the catalog refuses it) is dropped from the session; the others go on.
+ * frame carries one message per document. The responder's first message of each rides with its pushes
+ * (`opening`), so a document written on both sides takes one round trip: the initiator sends the changes the
+ * responder lacks, the answer brings the changes it lacks and shows both at the same heads (`syncLevel`).
+ * A document whose messages fail (poison: the catalog refuses it) is dropped from the session; the others go on.
  */
-export type SyncReplica = Pick<CatalogReplica, 'nodeName' | 'digest' | 'digestHash' | 'newSyncState' | 'generateSyncMessage' | 'receiveSyncMessage' | 'changesForPeer' | 'applyRemoteChanges' | 'isQuarantined'>
+export type SyncReplica = Pick<CatalogReplica, 'nodeName' | 'digest' | 'digestHash' | 'newSyncState' | 'generateSyncMessage' | 'receiveSyncMessage' | 'syncLevel' | 'changesForPeer' | 'applyRemoteChanges' | 'isQuarantined'>
 
 export interface SyncSessionContext {
   replica: SyncReplica
@@ -65,21 +67,25 @@ export async function syncAsInitiator(ch: SyncChannel, ctx: SyncSessionContext):
   const docs = differingDocs(mine, theirs).filter((d) => !ctx.replica.isQuarantined(d))
   // the responder pushes first; reading all of it before writing means the two never both block on a full window
   const incoming = await readPushes(ch, ctx, theirs)
-  const outgoing = await writePushes(ch, ctx, mine, theirs, docs)
+  const { pushed: outgoing } = await writePushes(ch, ctx, mine, theirs, docs, false)
+  const contested = docs.filter((d) => !outgoing.has(d) && !incoming.docs.has(d))
+  const opened = await receiveOpenings(ctx, contested, incoming.openings)
   // the rounds run while the catalog applies what was pushed: different documents, and no round trip waits for it
-  const result = await runRounds(ch, ctx, docs.filter((d) => !outgoing.has(d) && !incoming.docs.has(d)))
+  const result = await runRounds(ch, ctx, contested.filter((d) => opened.get(d) !== null), opened)
   await ch.write({ t: 'bye' })
   const { failed: pushFailed, peerLacks } = await incoming.applied
   const pushed = outgoing.size + incoming.docs.size - pushFailed
-  return { inSync: false, docs: docs.length, pushed, peerLacks, rounds: result.rounds, converged: result.converged + pushed, failed: result.failed + pushFailed }
+  const openingsFailed = [...opened.values()].filter((state) => state === null).length
+  return { inSync: false, docs: docs.length, pushed, peerLacks, rounds: result.rounds, converged: result.converged + pushed, failed: result.failed + pushFailed + openingsFailed }
 }
 
 /**
  * Sends what the other side lacks of every document this node is ahead on, in frames under the budget (the
- * last says `more: false`). A document with a long or big history is left to the sync rounds. Returns the
- * documents pushed.
+ * last says `more: false`). A document with a long or big history is left to the sync rounds. With `open`
+ * (the responder), the last frame also opens Automerge's protocol for documents this node holds but does
+ * not push (`openings`). Returns the documents pushed and the sync states of those opened.
  */
-async function writePushes(ch: SyncChannel, ctx: SyncSessionContext, mine: Digest, theirs: Digest, docs: DocId[]): Promise<Set<DocId>> {
+async function writePushes(ch: SyncChannel, ctx: SyncSessionContext, mine: Digest, theirs: Digest, docs: DocId[], open: boolean): Promise<{ pushed: Set<DocId>; opened: Map<DocId, PeerSyncState> }> {
   const pushed = new Set<DocId>()
   let frame: SyncPush['docs'] = []
   let bytes = 0
@@ -105,8 +111,57 @@ async function writePushes(ch: SyncChannel, ctx: SyncSessionContext, mine: Diges
     bytes += size
     pushed.add(docId)
   }
-  await ch.write({ t: 'push', docs: frame, more: false })
-  return pushed
+  if (!open) {
+    await ch.write({ t: 'push', docs: frame, more: false })
+    return { pushed, opened: new Map() }
+  }
+  const { opening, opened } = await openings(ctx, docs.filter((d) => mine.has(d) && !pushed.has(d)), ctx.frameBudgetBytes - bytes)
+  await ch.write({ t: 'push', docs: frame, more: false, ...(opening.length > 0 ? { opening } : {}) })
+  return { pushed, opened }
+}
+
+/**
+ * The first sync message of each document written on both sides — or that the other side is ahead on and
+ * will push; this side cannot tell the two apart, and a message it did not need costs the other nothing
+ * but reading it. Sent with the pushes, it saves the round trip that would otherwise begin the rounds.
+ */
+async function openings(ctx: SyncSessionContext, docs: DocId[], budget: number): Promise<{ opening: NonNullable<SyncPush['opening']>; opened: Map<DocId, PeerSyncState> }> {
+  const opening: NonNullable<SyncPush['opening']> = []
+  const opened = new Map<DocId, PeerSyncState>()
+  let bytes = 0
+  for (const docId of docs) {
+    if (opening.length >= GOSSIP_LIMITS.openingsPerSession) break
+    try {
+      const state = ctx.replica.newSyncState(docId)
+      const msg = await ctx.replica.generateSyncMessage(state)
+      if (msg === null || bytes + msg.byteLength > budget) continue
+      bytes += msg.byteLength
+      opening.push({ docId, msg })
+      opened.set(docId, state)
+    } catch (err) {
+      ctx.log.debug({ err, docId }, 'cannot open the sync of a document; the rounds will')
+    }
+  }
+  return { opening, opened }
+}
+
+/**
+ * Applies the other side's openings of documents neither side pushed, each to a fresh sync state. Returns
+ * those states; null for a document whose opening the catalog refused (dropped from the session).
+ */
+async function receiveOpenings(ctx: SyncSessionContext, contested: DocId[], openings: Map<DocId, Uint8Array>): Promise<Map<DocId, PeerSyncState | null>> {
+  const opened = new Map<DocId, PeerSyncState | null>()
+  await Promise.all(contested.filter((d) => openings.has(d) && !ctx.replica.isQuarantined(d)).map(async (docId) => {
+    try {
+      const state = ctx.replica.newSyncState(docId)
+      await receive(ctx, state, docId, openings.get(docId)!)
+      opened.set(docId, state)
+    } catch (err) {
+      ctx.log.warn({ err, docId }, 'applying the opening sync message failed, document skipped')
+      opened.set(docId, null)
+    }
+  }))
+  return opened
 }
 
 /**
@@ -114,11 +169,17 @@ async function writePushes(ch: SyncChannel, ctx: SyncSessionContext, mine: Diges
  * writes a frame's documents in one batch). `applied` resolves once all are applied: how many the catalog
  * refused, and whether this node holds changes of a pushed document beyond the heads the pusher reported.
  */
-async function readPushes(ch: SyncChannel, ctx: SyncSessionContext, theirs: Digest): Promise<{ docs: Set<DocId>; applied: Promise<{ failed: number; peerLacks: boolean }> }> {
+async function readPushes(ch: SyncChannel, ctx: SyncSessionContext, theirs: Digest): Promise<{ docs: Set<DocId>; openings: Map<DocId, Uint8Array>; applied: Promise<{ failed: number; peerLacks: boolean }> }> {
   const docs = new Set<DocId>()
+  const openings = new Map<DocId, Uint8Array>()
   const applying: Array<Promise<PushOutcome>> = []
   for (;;) {
     const frame = await ch.read('push')
+    for (const { docId, msg } of frame.opening ?? []) {
+      if (openings.has(docId)) throw new SyncProtocolError(`document ${docId} opened twice in one session`)
+      if (openings.size >= GOSSIP_LIMITS.openingsPerSession) throw new SyncProtocolError(`more than ${GOSSIP_LIMITS.openingsPerSession} documents opened in one session`)
+      openings.set(docId, msg)
+    }
     for (const { docId, changes } of frame.docs) {
       if (docs.has(docId)) throw new SyncProtocolError(`document ${docId} pushed twice in one session`)
       if (docs.size >= GOSSIP_LIMITS.digestDocs) throw new SyncProtocolError(`more than ${GOSSIP_LIMITS.digestDocs} documents pushed in one session`)
@@ -131,7 +192,7 @@ async function readPushes(ch: SyncChannel, ctx: SyncSessionContext, theirs: Dige
     failed: outcomes.filter((o) => o === 'failed').length,
     peerLacks: outcomes.includes('peer lacks'),
   }))
-  return { docs, applied }
+  return { docs, openings, applied }
 }
 
 type PushOutcome = 'level' | 'peer lacks' | 'failed'
@@ -139,7 +200,7 @@ type PushOutcome = 'level' | 'peer lacks' | 'failed'
 async function applyPush(ctx: SyncSessionContext, docId: DocId, changes: Uint8Array[], pusherHeads: readonly string[] | undefined): Promise<PushOutcome> {
   if (ctx.replica.isQuarantined(docId)) return 'failed'
   try {
-    const r = await ctx.replica.applyRemoteChanges(docId, changes, ctx.peer)
+    const r = await ctx.replica.applyRemoteChanges(docId, changes, ctx.peer, 'background')
     if (r.changes.length > 0) ctx.relay?.learned(docId, r.changes)
     // the pusher saw this node's digest; a change written here since is not among what it holds
     const back = pusherHeads === undefined ? undefined : await ctx.replica.changesForPeer(docId, pusherHeads)
@@ -157,7 +218,7 @@ const bytesKey = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, 
 
 interface DocProgress { state: PeerSyncState; rounds: number; carry: Uint8Array | null | undefined }
 
-async function runRounds(ch: SyncChannel, ctx: SyncSessionContext, docs: DocId[]): Promise<Pick<SyncSessionResult, 'converged' | 'failed' | 'rounds'>> {
+async function runRounds(ch: SyncChannel, ctx: SyncSessionContext, docs: DocId[], opened: Map<DocId, PeerSyncState | null>): Promise<Pick<SyncSessionResult, 'converged' | 'failed' | 'rounds'>> {
   const active = new Map<DocId, DocProgress>()
   let converged = 0
   let failed = 0
@@ -167,7 +228,7 @@ async function runRounds(ch: SyncChannel, ctx: SyncSessionContext, docs: DocId[]
     while (active.size < ctx.docsPerRound && queue.length > 0) {
       const docId = queue.shift()!
       try {
-        active.set(docId, { state: ctx.replica.newSyncState(docId), rounds: 0, carry: undefined })
+        active.set(docId, { state: opened.get(docId) ?? ctx.replica.newSyncState(docId), rounds: 0, carry: undefined })
       } catch (err) {
         failed++
         ctx.log.warn({ err, docId }, 'cannot sync document, skipped')
@@ -187,6 +248,13 @@ async function runRounds(ch: SyncChannel, ctx: SyncSessionContext, docs: DocId[]
         continue
       }
       p.carry = undefined
+      if (msg === null && p.rounds > 0) {
+        // Automerge has nothing to send only once the partner's last message (sent after it applied all of ours)
+        // showed the same heads as this node's: level. A round of two nulls would only confirm it.
+        active.delete(docId)
+        converged++
+        continue
+      }
       const size = msg?.byteLength ?? 0
       if (out.length > 0 && bytes + size > ctx.frameBudgetBytes) { p.carry = msg; continue }
       bytes += size
@@ -210,7 +278,8 @@ async function runRounds(ch: SyncChannel, ctx: SyncSessionContext, docs: DocId[]
         continue
       }
       p.rounds++
-      if (sent === null && answer === null) {
+      // the answer was made after the partner applied what this node sent; showing this node's heads, it is level
+      if ((sent === null && answer === null) || (answer !== null && ctx.replica.syncLevel(p.state))) {
         active.delete(docId)
         converged++
       } else if (p.rounds >= ctx.maxRoundsPerDoc) {
@@ -251,8 +320,9 @@ export async function syncAsResponder(ch: SyncChannel, ctx: SyncSessionContext &
   const mine = ctx.replica.digest()
   await ch.write({ t: 'digest', docs: digestEntries(mine) })
   const differing = differingDocs(mine, theirs).filter((d) => !ctx.replica.isQuarantined(d))
-  const outgoing = await writePushes(ch, ctx, mine, theirs, differing)
+  const { pushed: outgoing, opened } = await writePushes(ch, ctx, mine, theirs, differing, true)
   const incoming = await readPushes(ch, ctx, theirs)
+  if (incoming.openings.size > 0) throw new SyncProtocolError('only the responder opens documents in its pushes')
   const states = new Map<DocId, PeerSyncState | null>() // null: failed, answered with null from then on
   let rounds = 0
   let failed = 0
@@ -268,7 +338,7 @@ export async function syncAsResponder(ch: SyncChannel, ctx: SyncSessionContext &
     for (const { docId } of frame.msgs) {
       if (states.has(docId)) continue
       if (states.size >= ctx.maxDocs) throw new SyncProtocolError(`more than ${ctx.maxDocs} documents in one session`)
-      const state = ctx.replica.isQuarantined(docId) ? null : safely(ctx, docId, () => ctx.replica.newSyncState(docId))
+      const state = ctx.replica.isQuarantined(docId) ? null : opened.get(docId) ?? safely(ctx, docId, () => ctx.replica.newSyncState(docId))
       if (state === null) failed++
       states.set(docId, state)
     }

@@ -20,6 +20,8 @@ export const GOSSIP_LIMITS = {
   syncMessagesPerFrame: 1024,
   /** Changes of one document in one push; a longer history is left to Automerge's sync rounds. */
   pushChangesPerDoc: 4096,
+  /** Documents a sync responder opens Automerge's protocol for in its pushes (one round trip fewer each). */
+  openingsPerSession: 64,
   addrsPerNode: 16,
 } as const
 
@@ -104,6 +106,11 @@ export const SyncPushSchema = z.strictObject({
   })).max(GOSSIP_LIMITS.syncMessagesPerFrame),
   /** More push frames follow. */
   more: z.boolean(),
+  /**
+   * The responder's first Automerge sync message (heads and a bloom filter of its changes) for documents it
+   * holds but does not push: those written on both sides start their rounds one round trip ahead.
+   */
+  opening: z.array(z.strictObject({ docId: DocIdSchema, msg: NonEmptyBytesSchema })).max(GOSSIP_LIMITS.openingsPerSession).optional(),
 })
 export const SyncByeSchema = z.strictObject({ t: z.literal('bye'), reason: z.string().max(200).optional() })
 

@@ -2,7 +2,7 @@ import * as A from '@automerge/automerge'
 import { expect, test } from 'vitest'
 import { readChangeHeader } from '../change-header.js'
 
-test('a change\'s hash and dependency count read from its header match what decoding the change gives', () => {
+test('a change\'s hash, dependency count and actor read from its header match what decoding the change gives', () => {
   let doc = A.init<Record<string, unknown>>({ actor: 'aabb' })
   doc = A.change(doc, (d) => { d.a = 1 })
   doc = A.change(doc, (d) => { d.big = new A.ImmutableString('y'.repeat(5000)) })
@@ -10,9 +10,10 @@ test('a change\'s hash and dependency count read from its header match what deco
   doc = A.change(A.merge(doc, other), (d) => { d.c = 3 }) // two dependencies
   const changes = A.getAllChanges(doc)
   expect(changes.map((c) => A.decodeChange(c).deps.length)).toContain(2)
+  expect(new Set(changes.map((c) => A.decodeChange(c).actor))).toEqual(new Set(['aabb', 'ccdd']))
   for (const c of changes) {
     const decoded = A.decodeChange(c)
-    expect(readChangeHeader(c)).toEqual({ hash: decoded.hash, deps: decoded.deps.length })
+    expect(readChangeHeader(c)).toEqual({ hash: decoded.hash, deps: decoded.deps.length, actor: decoded.actor })
   }
 })
 

@@ -143,6 +143,41 @@ test('a write made the moment a peer\'s changes are applied is written at once, 
   expect(b.getMachine(m.id)?.state).toBe('started')
 })
 
+test('a sync round\'s message is applied ahead of a backlog of pushed documents: the partner waiting on it is not kept behind them', async () => {
+  const a = await node('ams-1')
+  const b = await node('iad-1')
+  await a.deployApp(webConfig('shared'))
+  const pushes: Array<[DocId, Uint8Array[]]> = []
+  for (let i = 0; i < 40; i++) {
+    await a.deployApp(webConfig(`app-${i}`))
+    pushes.push([`app:app-${i}` as DocId, (await a.changesForPeer(`app:app-${i}` as DocId, undefined))!])
+  }
+  const order: string[] = []
+  const applied = pushes.map(([docId, changes]) => b.applyRemoteChanges(docId, changes, 'ams-1').then(() => order.push(docId)))
+  // the first round of a sync of the shared app, sent while the 40 pushes are still queued
+  const message = (await a.generateSyncMessage(a.newSyncState('app:shared')))!
+  const round = b.receiveSyncMessage(b.newSyncState('app:shared'), message, 'ams-1').then(() => order.push('round'))
+  await Promise.all([...applied, round])
+  expect(order.indexOf('round')).toBeLessThan(pushes.length / 2)
+  expect(b.digest().get('app:app-39')).toEqual(a.digest().get('app:app-39'))
+})
+
+test('pushed documents applied in the background leave room for other writes: a deploy made behind 64 of them is not kept waiting for all', async () => {
+  const a = await node('ams-1')
+  const b = await node('iad-1')
+  const pushes: Array<[DocId, Uint8Array[]]> = []
+  for (let i = 0; i < 64; i++) {
+    await a.deployApp(webConfig(`app-${i}`))
+    pushes.push([`app:app-${i}` as DocId, (await a.changesForPeer(`app:app-${i}` as DocId, undefined))!])
+  }
+  const order: string[] = []
+  const applied = pushes.map(([docId, changes]) => b.applyRemoteChanges(docId, changes, 'ams-1', 'background').then(() => order.push(docId)))
+  const deployed = b.deployApp(webConfig('local')).then(() => order.push('local'))
+  await Promise.all([...applied, deployed])
+  expect(order.indexOf('local')).toBeLessThan(16)
+  expect(b.digest().size).toBe(65)
+})
+
 test('changes whose dependencies are missing are reported so that a sync can follow', async () => {
   const a = await node('ams-1')
   const b = await node('iad-1')

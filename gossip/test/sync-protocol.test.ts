@@ -80,7 +80,9 @@ test('documents the other side lacks or is behind on are pushed in one exchange;
   const { initiator, responder } = await session(b, a)
   // only-a and behind pushed by a (the responder), only-b by b; shared took Automerge's rounds
   expect(initiator).toMatchObject({ inSync: false, docs: 4, pushed: 3, converged: 4, failed: 0 })
-  expect(initiator.rounds).toBeGreaterThanOrEqual(2)
+  // the responder opened shared's sync in its pushes (heads and bloom filter): the one round trades what each
+  // side lacks, and its answer shows both at the same heads
+  expect(initiator.rounds).toBe(1)
   expect(responder).toMatchObject({ docs: 4, pushed: 3, failed: 0 })
   expect(b.digest()).toEqual(a.digest())
   for (const c of [a, b]) {

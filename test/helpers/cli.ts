@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { once } from 'node:events'
+import { DAEMON_NODE_FLAGS } from '../../tools/node-flags.js'
 
 export const ROOT = join(import.meta.dirname, '..', '..')
 export const BIN = join(ROOT, 'bin', 'edgeproxy.js')
@@ -40,7 +41,7 @@ export interface DaemonProcess {
 /** Starts `edgeproxy <command> …` and resolves once its log says the node started. */
 export async function startDaemonProcess(args: string[], options: { cwd?: string; timeoutMs?: number } = {}): Promise<DaemonProcess> {
   assertBuilt()
-  const child = spawn(process.execPath, [BIN, ...args], { cwd: options.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, BIN, ...args], { cwd: options.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   let admin: string | undefined
   const started = new Promise<string>((resolve, reject) => {

@@ -6,6 +6,10 @@ import type { AdminApiComponents } from './components.js'
 export function catalogRoutes(server: FastifyInstance, c: AdminApiComponents): void {
   server.get('/v1/catalog', async () => ({ node: c.self.name, seq: c.catalog.lastSeq, docs: Object.fromEntries(c.catalog.digest()) }))
 
+  // Two nodes hold the same heads for every document exactly when their digests are equal: a few bytes to
+  // poll while waiting for a fleet to converge, instead of every document's heads.
+  server.get('/v1/catalog/digest', async () => ({ node: c.self.name, seq: c.catalog.lastSeq, digest: Buffer.from(c.catalog.digestHash()).toString('hex') }))
+
   server.get<{ Params: { docId: string } }>('/v1/catalog/docs/:docId', async (req) => {
     const { docId } = req.params
     const heads = c.catalog.digest().get(docId as never)

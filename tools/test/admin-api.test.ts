@@ -6,6 +6,7 @@ import { adminApi, type AdminApi } from '../admin-api/server.js'
 import { tempDir } from '../../test/helpers/temp-dir.js'
 import type { CatalogEvent } from '../../schemas/catalog-events.js'
 import { opensslCert } from '../../test/helpers/certs.js'
+import { digestHashOf } from '../../catalog/digest-hash.js'
 
 const FLY_TOML = `
 app = "web"
@@ -45,6 +46,21 @@ async function call(method: 'GET' | 'PUT' | 'POST' | 'DELETE', path: string, bod
   const text = await res.body.text()
   return { status: res.statusCode, json: text === '' ? undefined : JSON.parse(text), headers: res.headers }
 }
+
+describe('catalog inspection', () => {
+  test('the catalog digest is the hash of every document\'s heads: it changes with a write and matches a node holding the same', async () => {
+    await startApi()
+    const empty = await call('GET', '/v1/catalog/digest')
+    expect(empty.status).toBe(200)
+    expect(empty.json).toMatchObject({ node: 'ams-1', digest: expect.stringMatching(/^[0-9a-f]{64}$/) })
+    expect((await call('PUT', '/v1/apps/web', FLY_TOML, { 'content-type': 'text/plain' })).status).toBe(201)
+    const written = await call('GET', '/v1/catalog/digest')
+    expect(written.json.digest).not.toBe(empty.json.digest)
+    expect(written.json.seq).toBeGreaterThan(empty.json.seq)
+    const heads = (await call('GET', '/v1/catalog')).json.docs as Record<string, string[]>
+    expect(written.json.digest).toBe(Buffer.from(digestHashOf(new Map(Object.entries(heads)) as Map<never, string[]>)).toString('hex'))
+  })
+})
 
 describe('apps and Machines', () => {
   test('deploying a fly.toml, creating and stopping a Machine, and reading it back', async () => {

@@ -1,12 +1,15 @@
-import { writeFile } from 'node:fs/promises'
+import { execFile } from 'node:child_process'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { promisify } from 'node:util'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import { request } from 'undici'
 import { openCatalog } from '../../catalog/index.js'
-import { type DaemonProcess, runCli, startDaemonProcess } from '../../test/helpers/cli.js'
+import { type DaemonProcess, ROOT, runCli, startDaemonProcess } from '../../test/helpers/cli.js'
 import { tempDir } from '../../test/helpers/temp-dir.js'
 import { waitFor } from '../../test/helpers/wait-for.js'
 import { demoAppCommand } from '../../machines/index.js'
+import { DAEMON_NODE_FLAGS } from '../node-flags.js'
 
 let dir: Awaited<ReturnType<typeof tempDir>>
 let daemon: DaemonProcess | undefined
@@ -193,4 +196,13 @@ describe('Machines really run', () => {
     }, { timeoutMs: 15_000, what: 'the Machine to be destroyed' })
     await expect(request(`http://${started.privateAddr}:8080/`)).rejects.toThrow(/ECONNREFUSED/)
   })
+})
+
+test('the edgeproxy executable runs with the daemon\'s node flags: its #! line passes DAEMON_NODE_FLAGS', async () => {
+  const bin = join(ROOT, 'bin', 'edgeproxy.js')
+  const [shebang] = (await readFile(bin, 'utf8')).split('\n')
+  expect(shebang).toBe(`#!/usr/bin/env -S node ${DAEMON_NODE_FLAGS.join(' ')}`)
+  // run through the #! line itself, as npx and a PATH install do
+  const { stdout } = await promisify(execFile)(bin, ['--version'], { timeout: 10_000 })
+  expect(stdout.trim()).toMatch(/^\d+\.\d+\.\d+/)
 })
