@@ -111,11 +111,9 @@ async function writePushes(ch: SyncChannel, ctx: SyncSessionContext, mine: Diges
     bytes += size
     pushed.add(docId)
   }
-  if (!open) {
-    await ch.write({ t: 'push', docs: frame, more: false })
-    return { pushed, opened: new Map() }
-  }
-  const { opening, opened } = await openings(ctx, docs.filter((d) => mine.has(d) && !pushed.has(d)), ctx.frameBudgetBytes - bytes)
+  const { opening, opened } = open
+    ? await openings(ctx, docs.filter((d) => mine.has(d) && !pushed.has(d)), ctx.frameBudgetBytes - bytes)
+    : { opening: [], opened: new Map<DocId, PeerSyncState>() }
   await ch.write({ t: 'push', docs: frame, more: false, ...(opening.length > 0 ? { opening } : {}) })
   return { pushed, opened }
 }
@@ -152,14 +150,8 @@ async function openings(ctx: SyncSessionContext, docs: DocId[], budget: number):
 async function receiveOpenings(ctx: SyncSessionContext, contested: DocId[], openings: Map<DocId, Uint8Array>): Promise<Map<DocId, PeerSyncState | null>> {
   const opened = new Map<DocId, PeerSyncState | null>()
   await Promise.all(contested.filter((d) => openings.has(d) && !ctx.replica.isQuarantined(d)).map(async (docId) => {
-    try {
-      const state = ctx.replica.newSyncState(docId)
-      await receive(ctx, state, docId, openings.get(docId)!)
-      opened.set(docId, state)
-    } catch (err) {
-      ctx.log.warn({ err, docId }, 'applying the opening sync message failed, document skipped')
-      opened.set(docId, null)
-    }
+    const state = safely(ctx, docId, () => ctx.replica.newSyncState(docId))
+    opened.set(docId, state !== null && await applyAnswer(ctx, state, docId, openings.get(docId)!) ? state : null)
   }))
   return opened
 }

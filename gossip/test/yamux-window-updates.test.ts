@@ -1,5 +1,5 @@
 import { lpStream } from '@libp2p/utils'
-import { multiaddr } from '@multiformats/multiaddr'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { afterEach, expect, test } from 'vitest'
 import { type ChaosRelay, startChaosRelay } from '../../test/helpers/chaos-relay.js'
 import { waitFor } from '../../test/helpers/wait-for.js'
@@ -16,7 +16,8 @@ const fleetKey = generateFleetKey()
 const closers: Array<() => Promise<void>> = []
 afterEach(async () => { while (closers.length > 0) await closers.pop()!() })
 
-async function pair(): Promise<{ sender: GossipLibp2p; receiver: GossipLibp2p; relay: ChaosRelay; received: () => number }> {
+/** A sender and a receiver of PROTOCOL; `target` reaches the receiver through the counting relay. */
+async function pair(): Promise<{ sender: GossipLibp2p; target: Multiaddr; relay: ChaosRelay; received: () => number }> {
   const sender = await startBareLibp2p(fleetKey, 'test')
   const receiver = await startBareLibp2p(fleetKey, 'test')
   closers.push(async () => { await sender.stop() }, async () => { await receiver.stop() })
@@ -30,12 +31,11 @@ async function pair(): Promise<{ sender: GossipLibp2p; receiver: GossipLibp2p; r
   const port = Number(/\/tcp\/(\d+)/.exec(receiver.getMultiaddrs()[0].toString())?.[1])
   const relay = await startChaosRelay({ target: { host: '127.0.0.1', port } })
   closers.push(() => relay.close())
-  return { sender, receiver, relay, received: () => received }
+  return { sender, target: multiaddr(`${relay.multiaddr()}/p2p/${receiver.peerId.toString()}`), relay, received: () => received }
 }
 
 test('a receiver sends no window update per message: 500 small messages cost the sender no traffic back', async () => {
-  const { sender, receiver, relay, received } = await pair()
-  const target = multiaddr(`${relay.multiaddr()}/p2p/${receiver.peerId.toString()}`)
+  const { sender, target, relay, received } = await pair()
   const stream = await sender.dialProtocol(target, PROTOCOL, { signal: AbortSignal.timeout(5000) })
   const lp = lpStream(stream)
   await lp.write(new Uint8Array(100))
@@ -54,8 +54,8 @@ test('a receiver sends no window update per message: 500 small messages cost the
 })
 
 test('a transfer many times the 256 KiB receive window still completes: updates come once half the window is used', async () => {
-  const { sender, receiver, relay, received } = await pair()
-  const stream = await sender.dialProtocol(multiaddr(`${relay.multiaddr()}/p2p/${receiver.peerId.toString()}`), PROTOCOL, { signal: AbortSignal.timeout(5000) })
+  const { sender, target, relay, received } = await pair()
+  const stream = await sender.dialProtocol(target, PROTOCOL, { signal: AbortSignal.timeout(5000) })
   const lp = lpStream(stream, { maxDataLength: 8 * 1024 * 1024 })
   const chunk = new Uint8Array(64 * 1024).fill(7)
   for (let i = 0; i < 64; i++) await lp.write(chunk, { signal: AbortSignal.timeout(10_000) })

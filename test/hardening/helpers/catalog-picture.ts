@@ -48,10 +48,10 @@ export async function timeToIdenticalHeads(apis: string[], timeoutMs: number): P
   const at = await waitFor(async () => {
     const digests = await Promise.all(apis.map((a) => getJson<{ digest: string }>(`${a}/v1/catalog/digest`)))
     if (!digests.every((d) => d.digest === digests[0].digest)) return undefined
-    const at = performance.now()
+    const digestsEqualAt = performance.now()
     const all = await Promise.all(apis.map((a) => catalogHeads(a)))
     if (!all.every((c) => key(c.heads) === key(all[0].heads))) return undefined
-    return at
+    return digestsEqualAt
   }, { timeoutMs, intervalMs: 10, what: `identical heads on ${apis.length} nodes` })
   return at - t0
 }
