@@ -55,6 +55,7 @@ const gossip = gossipNode({
   self: { region: 'ams', roles: ['edge', 'worker'], version: 'bench' },
   ipColocationFactorWeight: 0, // every node shares the loopback IP range
   ...(process.env.BENCH_GOSSIP_FANOUT === undefined ? {} : { syncFanout: Number(process.env.BENCH_GOSSIP_FANOUT) }),
+  ...(process.env.BENCH_GOSSIP_REDIAL_MAX === undefined ? {} : { redialMaxMs: Number(process.env.BENCH_GOSSIP_REDIAL_MAX) }),
   // BENCH_GOSSIP_MESH=D compares gossipsub mesh degrees (the transport cost per forwarded message scales with D)
   tuning: {
     ...(process.env.BENCH_GOSSIP_MESH === undefined ? {} : { meshDegree: Number(process.env.BENCH_GOSSIP_MESH) }),

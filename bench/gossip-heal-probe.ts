@@ -37,7 +37,9 @@ try {
     await untilConverged(left, 30_000)
     await untilConverged(right, 30_000)
     const p0 = await Promise.all(nodes.map((n) => n.stats()))
+    const profPart = process.env.PROFILE === 'partition' ? Promise.all([nodes[0], nodes[N - 1]].map((n, i) => n.ask({ type: 'profile', ms: 3000, file: join(OUT, `part-${i}.cpuprofile`) }, 20_000))) : undefined
     await sleep(3000)
+    await profPart
     const p1 = await Promise.all(nodes.map((n) => n.stats()))
     process.stdout.write(`partitioned fleet: ${(p1.reduce((t, s, i) => t + s.cpuMs - p0[i].cpuMs, 0) / 3000).toFixed(2)} cores; peers ${p1.map((s) => s.peers).join(' ')}\n`)
     const prof = process.env.PROFILE === '1' ? Promise.all([nodes[0], nodes[N - 1]].map((n, i) => n.ask({ type: 'profile', ms: 10_000, file: join(OUT, `heal-${i}.cpuprofile`) }, 20_000))) : undefined

@@ -347,29 +347,34 @@ class LevelCatalog implements Catalog {
     const s = state as AmSyncState
     const docState = this.registry.state(s.docId, 'empty') as DocState
     if (docState.quarantined) return null
-    const doc = await this.loadedDoc(docState)
-    const [next, message] = A.generateSyncMessage(doc, s.am)
-    s.am = next
-    return message
+    return await this.withLoadedDoc(docState, (doc) => {
+      const [next, message] = A.generateSyncMessage(doc, s.am)
+      s.am = next
+      return message
+    })
   }
 
   async changesForPeer(docId: DocId, theirHeads: readonly string[] | undefined): Promise<Uint8Array[] | undefined> {
     const docState = this.registry.state(parseDocId(docId), false)
     if (docState === undefined || docState.quarantined || !docState.persisted) return undefined
-    const doc = await this.loadedDoc(docState)
-    if (theirHeads === undefined) return A.getAllChanges(doc)
-    return holdsAll(doc, theirHeads as string[]) ? A.getChangesSince(doc, theirHeads as string[]) : undefined
+    return await this.withLoadedDoc(docState, (doc) => {
+      if (theirHeads === undefined) return A.getAllChanges(doc)
+      return holdsAll(doc, theirHeads as string[]) ? A.getChangesSince(doc, theirHeads as string[]) : undefined
+    })
   }
 
-  /** The loaded copy; a write may replace (and free) the handle load() resolved with, so take the current one. */
-  private async loadedDoc(docState: DocState): Promise<A.Doc<unknown>> {
-    let doc: A.Doc<unknown> | undefined
-    for (let attempt = 0; doc === undefined && attempt < 4; attempt++) {
+  /**
+   * Runs `use` on the loaded copy in the same tick it is looked up. A write replaces the copy and frees the old
+   * handle, and it may run in any microtask between two awaits: a handle handed back through a promise (an async
+   * function's return) could be freed before the caller touched it ("null pointer passed to rust").
+   */
+  private async withLoadedDoc<T>(docState: DocState, use: (doc: A.Doc<unknown>) => T): Promise<T> {
+    for (let attempt = 0; attempt < 4; attempt++) {
       await this.registry.load(docState)
-      doc = this.registry.current(docState.docId)
+      const doc = this.registry.current(docState.docId)
+      if (doc !== undefined) return use(doc)
     }
-    if (doc === undefined) throw new EdgeProxyError('EP_INTERNAL', `document ${docState.docId} could not be kept loaded for a sync message`)
-    return doc
+    throw new EdgeProxyError('EP_INTERNAL', `document ${docState.docId} could not be kept loaded for a sync message`)
   }
 
   syncLevel(state: PeerSyncState): boolean {

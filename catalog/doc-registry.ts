@@ -66,7 +66,9 @@ export class DocRegistry {
     const root = A.change(A.init<Record<string, unknown>>({ actor: ROOT_ACTOR }), { time: 0 }, (d) => {
       Object.assign(d, kind.rootFields(docId))
     })
-    return A.clone(root, { actor: this.actor })
+    const mine = A.clone(root, { actor: this.actor })
+    A.free(root)
+    return mine
   }
 
   /** An empty document (created for a peer's changes still on their way) given the root before a local write. */

@@ -9,6 +9,7 @@ import { preSharedKey } from '@libp2p/pnet'
 import { tcp, type TCPSocketOptions } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 import type { HandshakeWatch } from './handshake-watch.js'
+import { fastX25519Crypto } from './noise-crypto.js'
 import { sendYamuxWindowUpdatesAtHalf } from './yamux-window-updates.js'
 
 /**
@@ -90,7 +91,7 @@ export async function createGossipLibp2p(init: Libp2pNodeInit): Promise<GossipLi
     // `localAddress` is passed through to net.connect; the type only lists the common options
     transports: [tcp({ dialOpts: dialOpts as TCPSocketOptions })],
     connectionProtector: () => init.handshakes.protector(preSharedKey({ psk: init.fleetKey })()),
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [noise({ crypto: fastX25519Crypto })],
     streamMuxers: [yamux()],
     connectionManager: {
       maxConnections: init.maxConnections,

@@ -178,6 +178,32 @@ test('pushed documents applied in the background leave room for other writes: a 
   expect(b.digest().size).toBe(65)
 })
 
+test('reading a document for a peer while a peer\'s change to it is applied never touches the copy that change replaced', async () => {
+  const a = await node('ams-1')
+  const b = await node('iad-1')
+  await a.deployApp(webConfig('web'))
+  await syncDoc(a, b, 'app:web')
+  const tick = async (hops: number) => { for (let i = 0; i < hops; i++) await Promise.resolve() }
+  for (let version = 1; version <= 12; version++) {
+    const before = a.digest().get('app:web')!
+    await a.deployApp(webConfig('web', `[env]\nVERSION = "${version}"\n`))
+    const changes = (await a.changesForPeer('app:web', before))!
+    // the write replaces b's loaded copy a few microtasks in; the reads start at every offset around it
+    const applied = b.applyRemoteChanges('app:web', changes, 'ams-1')
+    const reads = Array.from({ length: 10 }, async (_, hops) => {
+      await tick(hops)
+      const [all, message] = await Promise.all([b.changesForPeer('app:web', undefined), b.generateSyncMessage(b.newSyncState('app:web'))])
+      return { all, message }
+    })
+    await applied
+    for (const r of await Promise.all(reads)) {
+      expect(r.all!.length).toBeGreaterThan(0)
+      expect(r.message).not.toBeNull()
+    }
+  }
+  expect(b.getApp('web')?.config.env.VERSION).toBe('12')
+})
+
 test('changes whose dependencies are missing are reported so that a sync can follow', async () => {
   const a = await node('ams-1')
   const b = await node('iad-1')

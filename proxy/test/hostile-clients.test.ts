@@ -89,7 +89,9 @@ describe('timeouts (slowloris)', () => {
     const startedIdle = Date.now()
     await conn.until(() => false, 5000).catch(() => undefined)
     expect(conn.closed).toBe(true)
-    expect(Date.now() - startedIdle).toBeGreaterThanOrEqual(250)
+    // idle time is read off the proxy's coarse clock, which the sweep (idleMs / 5 = 60 ms here) moves: a
+    // connection can be closed up to one tick early, never earlier
+    expect(Date.now() - startedIdle).toBeGreaterThanOrEqual(300 - 60)
   })
 })
 
