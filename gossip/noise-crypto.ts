@@ -39,4 +39,3 @@ function fromBase64Url(s: string): Uint8Array {
 function toBase64Url(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64url')
 }
-
