@@ -132,6 +132,8 @@ export interface CatalogReplica {
   digest(): Map<DocId, string[]>
   /** 32 bytes summarising digest() (catalog/digest-hash.ts); kept current per change, O(1) to read. */
   digestHash(): Uint8Array
+  /** Wall-clock ms when digestHash() last changed: since when this node has held exactly what it holds now. */
+  digestChangedAt(): number
   /** Changes made on this node, as soon as they are durable. */
   onLocalChange(listener: (docId: DocId, changes: Uint8Array[]) => void): Subscription
   /** Apply changes received from a peer; validates, persists and emits events in one batch. */

@@ -302,6 +302,10 @@ class LevelCatalog implements Catalog {
     return this.registry.digestHash.current()
   }
 
+  digestChangedAt(): number {
+    return this.registry.digestHash.changedAt
+  }
+
   digest(): Map<DocId, string[]> {
     const out = new Map<DocId, string[]>()
     for (const s of this.registry.states.values()) if (s.persisted && !s.quarantined) out.set(s.docId, [...s.durableHeads].sort())

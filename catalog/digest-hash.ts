@@ -28,16 +28,20 @@ export function digestHashOf(digest: ReadonlyMap<DocId, readonly string[]>): Uin
 export class DigestHashAccumulator {
   private readonly acc = new Uint8Array(DIGEST_HASH_BYTES)
   private readonly parts = new Map<DocId, Buffer>()
+  /** Wall-clock ms when the hash last took a new value: when this node came to hold what it holds now. */
+  changedAt = Date.now()
 
   /** `sortedHeads` undefined: the document is not in the digest (not yet durable, or quarantined). */
   set(docId: DocId, sortedHeads: readonly string[] | undefined): void {
     const old = this.parts.get(docId)
+    const part = sortedHeads === undefined ? undefined : docContribution(docId, sortedHeads)
+    if (old === part || (old !== undefined && part !== undefined && old.equals(part))) return
+    this.changedAt = Date.now()
     if (old !== undefined) {
       xorInto(this.acc, old)
       this.parts.delete(docId)
     }
-    if (sortedHeads === undefined) return
-    const part = docContribution(docId, sortedHeads)
+    if (part === undefined) return
     xorInto(this.acc, part)
     this.parts.set(docId, part)
   }

@@ -2,10 +2,12 @@ import type { Logger } from 'pino'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { GossipLibp2p } from './libp2p-node.js'
 import { PING_PROTOCOL, PingLine } from './ping-line.js'
+import { RttWindow } from './rtt-window.js'
 
 /**
- * How far other nodes are (DESIGN §3): RTT per peer from libp2p ping, smoothed (EWMA, as TCP's SRTT), named by
- * node through the membership's peer ids. The proxy reads it through `ClosenessView` and never waits on it.
+ * How far other nodes are (DESIGN §3): RTT per peer from libp2p ping, smoothed as the least of its last few
+ * pings (gossip/rtt-window.ts: the path's RTT, not a busy moment's), named by node through the membership's peer
+ * ids. The proxy reads it through `ClosenessView` and never waits on it.
  *
  * Pings run on one long-lived stream per peer (gossip/ping-line.ts), and they double as the connection's
  * liveness check: a connection whose pings have all failed for `deadAfterMs` is aborted, so the dialer makes
@@ -34,23 +36,29 @@ export interface ClosenessDeps {
 
 /** How long a computed region order is reused (membership changes are picked up within this). */
 const REGION_CACHE_MS = 1_000
+/**
+ * A new peer is pinged this often until its RTT window is full, so that routing soon stops leaning on a ping taken
+ * while the connection was being set up (handshake, identify and the first sync all run then).
+ */
+const WARM_UP_INTERVAL_MS = 1_000
 
 export interface ClosenessOptions {
   pingIntervalMs: number
   pingTimeoutMs: number
   /** A connection whose pings all failed for this long is aborted (a black-holed or half-open connection). */
   deadAfterMs: number
-  /** Weight of a new sample (TCP uses 1/8; a little more reacts faster to a route change). */
-  alpha: number
+  /** How many of a peer's latest pings its RTT is the least of (× pingIntervalMs: how long a longer route takes to show). */
+  rttWindow: number
 }
 
 export class Closeness implements ClosenessView {
-  private readonly srtt = new Map<string, number>() // peer id → ms
+  private readonly rtts = new Map<string, RttWindow>() // peer id → its last pings
   private readonly pinging = new Set<string>()
   private readonly lines = new Map<string, PingLine>()
   /** performance.now() of the first failed ping in a peer's current run of failures. */
   private readonly failingSince = new Map<string, number>()
   private timer: NodeJS.Timeout | undefined
+  private warmUpTimer: NodeJS.Timeout | undefined
   private readonly stopping = new AbortController()
   private regions: { at: number; order: string[]; best: Map<string, number> } | undefined
 
@@ -63,11 +71,22 @@ export class Closeness implements ClosenessView {
     libp2p.addEventListener('peer:disconnect', this.onDisconnect)
     this.timer = setInterval(() => { for (const p of libp2p.getPeers()) this.measure(p.toString()) }, this.o.pingIntervalMs)
     this.timer.unref()
+    if (this.o.pingIntervalMs > WARM_UP_INTERVAL_MS) {
+      this.warmUpTimer = setInterval(() => {
+        for (const p of libp2p.getPeers()) {
+          const peer = p.toString()
+          if (this.rtts.get(peer)?.full !== true) this.measure(peer)
+        }
+      }, WARM_UP_INTERVAL_MS)
+      this.warmUpTimer.unref()
+    }
   }
 
   stop(): void {
     clearInterval(this.timer)
+    clearInterval(this.warmUpTimer)
     this.timer = undefined
+    this.warmUpTimer = undefined
     this.stopping.abort()
     this.d.libp2p?.removeEventListener('peer:connect', this.onConnect)
     this.d.libp2p?.removeEventListener('peer:disconnect', this.onDisconnect)
@@ -79,11 +98,11 @@ export class Closeness implements ClosenessView {
   rttToNode(node: string): number | undefined {
     if (node === this.d.nodeName) return 0
     const peerId = this.d.peerIdOf(node)
-    return peerId === undefined ? undefined : this.srtt.get(peerId)
+    return peerId === undefined ? undefined : this.rtts.get(peerId)?.value
   }
 
   rttToPeer(peerId: string): number | undefined {
-    return this.srtt.get(peerId)
+    return this.rtts.get(peerId)?.value
   }
 
   /** Closest up node per region, in ms. */
@@ -103,7 +122,7 @@ export class Closeness implements ClosenessView {
     const unmeasured = new Set<string>()
     for (const n of this.d.nodes()) {
       if (n.region === undefined) continue
-      const rtt = n.up && n.peerId !== undefined ? this.srtt.get(n.peerId) : undefined
+      const rtt = n.up && n.peerId !== undefined ? this.rtts.get(n.peerId)?.value : undefined
       if (rtt === undefined) { unmeasured.add(n.region); continue }
       const prev = best.get(n.region)
       if (prev === undefined || rtt < prev) best.set(n.region, rtt)
@@ -130,8 +149,9 @@ export class Closeness implements ClosenessView {
     this.pinging.add(peer)
     this.pingOnce(peer)
       .then((rtt) => {
-        const prev = this.srtt.get(peer)
-        this.srtt.set(peer, prev === undefined ? rtt : prev + this.o.alpha * (rtt - prev))
+        const window = this.rtts.get(peer)
+        if (window === undefined) this.rtts.set(peer, new RttWindow(this.o.rttWindow, rtt))
+        else window.add(rtt)
         this.regions = undefined
         this.failingSince.delete(peer)
       })

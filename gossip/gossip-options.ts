@@ -148,7 +148,7 @@ export function partOptions(init: GossipNodeInit): PartOptions {
       perPeerPerSecond: t.heartbeatsPerPeerPerSecond,
       perPeerBurst: t.heartbeatsPerPeerBurst,
     },
-    closeness: { pingIntervalMs: init.pingIntervalMs ?? 5_000, pingTimeoutMs: t.pingTimeoutMs, deadAfterMs: t.deadConnectionMs, alpha: 0.3 },
+    closeness: { pingIntervalMs: init.pingIntervalMs ?? 5_000, pingTimeoutMs: t.pingTimeoutMs, deadAfterMs: t.deadConnectionMs, rttWindow: 6 },
     relayMaxBytes: t.syncRelayMaxBytes,
   }
 }

@@ -69,3 +69,20 @@ test('closeness: smoothed RTT per node from pings, regions ordered by it', async
   expect(a.gossip.closeness.regionsByRtt()).toEqual(['ams', 'fra', 'syd'])
   expect(a.gossip.nodes().find((n) => n.name === 'c')?.rttMs).toBeGreaterThanOrEqual(60)
 })
+
+test('a ping slowed while the connection was being set up stops counting within seconds, not after a ping interval', async () => {
+  const init = { ...FAST, pingIntervalMs: 60_000 }
+  const a = await fleet.start({ name: 'a', relayed: true, region: 'ams', init })
+  // b's first start only gives it its address, so that the relay can slow the very first connection from it
+  const first = await fleet.start({ name: 'b', relayed: true, region: 'fra', init })
+  await fleet.stop('b')
+  a.relay!.set({ delayMs: { up: 100, down: 100 } }, { from: first.ip })
+  const b = await fleet.start({ name: 'b', relayed: true, region: 'fra', bootstrap: [a], init })
+  await waitFor(() => (b.gossip.closeness.rttToNode('a') ?? 0) >= 150, { timeoutMs: 10_000, what: 'b measuring a through the slow relay' })
+
+  // the slow moment is over: a new peer is pinged every second until it has a window of pings, and its RTT is
+  // the least of them, so routing does not lean on the first one for the next minute
+  a.relay!.reset()
+  await waitFor(() => (b.gossip.closeness.rttToNode('a') ?? Infinity) < 50, { timeoutMs: 5_000, what: 'b seeing a close again' })
+  expect(b.gossip.closeness.regionsByRtt()).toEqual(['fra', 'ams'])
+})

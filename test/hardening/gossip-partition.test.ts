@@ -2,7 +2,7 @@ import { afterAll, beforeAll, expect, test } from 'vitest'
 import { request } from 'undici'
 import type { MachineRecord } from '../../schemas/catalog-records.js'
 import { waitFor } from '../helpers/wait-for.js'
-import { identicalPictures, timeToIdenticalHeads } from './helpers/catalog-picture.js'
+import { identicalPictures, timeToIdenticalHeads, whenIdenticalHeads } from './helpers/catalog-picture.js'
 import { DaemonFleet, getJson } from './helpers/daemon-fleet.js'
 
 /**
@@ -93,8 +93,8 @@ test('a 2 | 3 partition with writes on both sides for 30 s heals to one identica
   expect(rightApps.some((a) => a.name.startsWith('left-'))).toBe(false)
 
   fleet.heal()
-  const ms = await timeToIdenticalHeads(apis(), 10_000)
-  console.log(`partition ${PARTITION_MS} ms, ${left.writes} + ${right.writes} writes: identical heads ${ms.toFixed(0)} ms after the heal`)
+  const { ms, readMs } = await whenIdenticalHeads(apis(), 10_000)
+  console.log(`partition ${PARTITION_MS} ms, ${left.writes} + ${right.writes} writes: identical heads ${ms.toFixed(0)} ms after the heal (read equal at ${readMs.toFixed(0)} ms)`)
   expect(ms).toBeLessThan(2000)
 
   const pictures = await identicalPictures(apis())

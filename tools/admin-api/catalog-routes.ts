@@ -8,7 +8,7 @@ export function catalogRoutes(server: FastifyInstance, c: AdminApiComponents): v
 
   // Two nodes hold the same heads for every document exactly when their digests are equal: a few bytes to
   // poll while waiting for a fleet to converge, instead of every document's heads.
-  server.get('/v1/catalog/digest', async () => ({ node: c.self.name, seq: c.catalog.lastSeq, digest: Buffer.from(c.catalog.digestHash()).toString('hex') }))
+  server.get('/v1/catalog/digest', async () => ({ node: c.self.name, seq: c.catalog.lastSeq, digest: Buffer.from(c.catalog.digestHash()).toString('hex'), changedAt: c.catalog.digestChangedAt() }))
 
   server.get<{ Params: { docId: string } }>('/v1/catalog/docs/:docId', async (req) => {
     const { docId } = req.params

@@ -39,21 +39,28 @@ const key = (h: Record<string, string[]>): string => JSON.stringify(h)
 /**
  * Polls every node's catalog digest (`GET /v1/catalog/digest`, the hash of all heads: a few bytes, where the
  * heads are tens of KiB each time, and polling those every 10 ms loaded the two cores the fleet heals on)
- * until they are equal, then checks that the heads themselves are identical; resolves with the time until
- * the equal digests were read. The first poll after the condition holds ends it, so the figure is an upper
- * bound (plus one poll, ~10 ms).
+ * until they are equal, then checks that the heads themselves are identical. Resolves with the time from the
+ * call until the last node came to hold that catalog: each digest says since when it has had its value
+ * (`changedAt`, the node's wall clock; one host here). When the digests were read equal is `readMs`: that
+ * adds the poll's own latency (an admin API answers late while its node applies a large document: tens of ms
+ * on a heal, and more with more pollers).
  */
 export async function timeToIdenticalHeads(apis: string[], timeoutMs: number): Promise<number> {
+  return (await whenIdenticalHeads(apis, timeoutMs)).ms
+}
+
+export async function whenIdenticalHeads(apis: string[], timeoutMs: number): Promise<{ ms: number; readMs: number }> {
   const t0 = performance.now()
-  const at = await waitFor(async () => {
-    const digests = await Promise.all(apis.map((a) => getJson<{ digest: string }>(`${a}/v1/catalog/digest`)))
+  const wall0 = Date.now()
+  return await waitFor(async () => {
+    const digests = await Promise.all(apis.map((a) => getJson<{ digest: string; changedAt: number }>(`${a}/v1/catalog/digest`)))
     if (!digests.every((d) => d.digest === digests[0].digest)) return undefined
-    const digestsEqualAt = performance.now()
+    const readMs = performance.now() - t0
     const all = await Promise.all(apis.map((a) => catalogHeads(a)))
     if (!all.every((c) => key(c.heads) === key(all[0].heads))) return undefined
-    return digestsEqualAt
+    const last = Math.max(...digests.map((d) => d.changedAt))
+    return { ms: Math.max(0, last - wall0), readMs }
   }, { timeoutMs, intervalMs: 10, what: `identical heads on ${apis.length} nodes` })
-  return at - t0
 }
 
 /**
