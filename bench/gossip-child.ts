@@ -2,8 +2,7 @@ import '../tools/polyfills.js'
 import { writeFile } from 'node:fs/promises'
 import { Session } from 'node:inspector'
 import pino from 'pino'
-import { openCatalog } from '../catalog/index.js'
-import { digestHashOf } from '../catalog/digest-hash.js'
+import { openCatalog, warmUpAutomerge } from '../catalog/index.js'
 import { gossipNode, readFleetKey } from '../gossip/index.js'
 import { parseAppConfigText } from '../schemas/parse-app-config.js'
 
@@ -56,6 +55,8 @@ const gossip = gossipNode({
   ipColocationFactorWeight: 0, // every node shares the loopback IP range
   ...(process.env.BENCH_GOSSIP_FANOUT === undefined ? {} : { syncFanout: Number(process.env.BENCH_GOSSIP_FANOUT) }),
   ...(process.env.BENCH_GOSSIP_REDIAL_MAX === undefined ? {} : { redialMaxMs: Number(process.env.BENCH_GOSSIP_REDIAL_MAX) }),
+  // BENCH_GOSSIP_REDIALS=N: redials of unreachable peers per second per node (a large N: no budget)
+  ...(process.env.BENCH_GOSSIP_REDIALS === undefined ? {} : { redialsPerSecond: Number(process.env.BENCH_GOSSIP_REDIALS) }),
   // BENCH_GOSSIP_MESH=D compares gossipsub mesh degrees (the transport cost per forwarded message scales with D)
   tuning: {
     ...(process.env.BENCH_GOSSIP_MESH === undefined ? {} : { meshDegree: Number(process.env.BENCH_GOSSIP_MESH) }),
@@ -85,7 +86,8 @@ async function handle(m: ToChild): Promise<void> {
     case 'dial':
       break // the daemon dials the nodes it learns of itself (gossip/peer-dialer.ts)
     case 'digest':
-      send({ type: 'digest', id: m.id, hash: Buffer.from(digestHashOf(catalog.digest())).toString('hex') })
+      // the running hash (O(1)): recomputing it from digest() on every poll cost a node ~5 % of its CPU in a heal
+      send({ type: 'digest', id: m.id, hash: Buffer.from(catalog.digestHash()).toString('hex') })
       break
     case 'stats': {
       const s = gossip.stats()
@@ -99,6 +101,8 @@ async function handle(m: ToChild): Promise<void> {
       send({ type: 'profiled', id: m.id })
       break
     case 'stop':
+      warmUpStop.abort()
+      await warmingUp
       await gossip.stop()
       await catalog.close()
       process.exit(0)
@@ -123,3 +127,7 @@ async function cpuProfile(ms: number, file: string): Promise<void> {
 }
 
 send({ type: 'ready', peerId: gossip.peerId, listen: gossip.listenAddrs(), addrs: gossip.multiaddrs() })
+
+// as the daemon in a fleet does once started (tools/daemon.ts); BENCH_GOSSIP_AUTOMERGE_WARMUP=0 leaves it out, to compare
+const warmUpStop = new AbortController()
+const warmingUp = process.env.BENCH_GOSSIP_AUTOMERGE_WARMUP === '0' ? undefined : warmUpAutomerge({ signal: warmUpStop.signal }).catch((err: unknown) => log.error({ err }, 'warm-up failed'))

@@ -22,6 +22,8 @@ const SUITES: Record<string, Suite> = {
   'proxy-tcp': { script: 'proxy-tcp' },
   autoscale: { script: 'autoscale' },
   backhaul: { script: 'backhaul' },
+  // the Automerge warm-up: a node's first heal with and without it, and its cost at start
+  'warm-up': { script: 'warm-up' },
   // 10 minutes of a two-node fleet (SOAK_MINUTES=1 for a quick check)
   soak: { script: 'soak' },
 }

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=32
+#!/usr/bin/env -S node --max-semi-space-size=32 --interrupt-budget=540672
 // The flags are tools/node-flags.ts's DAEMON_NODE_FLAGS (a test checks that the two agree).
 // The polyfill must load before anything that can import libp2p (Node 20 lacks Promise.withResolvers).
 import { existsSync } from 'node:fs'

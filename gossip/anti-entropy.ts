@@ -3,7 +3,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from 'pino'
 import { GOSSIP_LIMITS } from '../schemas/gossip-messages.js'
 import type { DigestWatch } from './digest-watch.js'
-import type { GossipLibp2p } from './libp2p-node.js'
+import { connectedPeerIds, type GossipLibp2p } from './libp2p-node.js'
 import type { GossipCounters } from './stats.js'
 import { SyncChannel, SyncProtocolError } from './sync-channel.js'
 import { type SyncReplica, type SyncSessionResult, syncAsInitiator, syncAsResponder } from './sync-protocol.js'
@@ -151,7 +151,7 @@ export class AntiEntropy {
     if (waiting === undefined) return
     this.deferred.delete(twin)
     for (const [peer, reason] of waiting) {
-      if (this.d.libp2p.getPeers().some((p) => p.toString() === peer)) this.request(peer, reason, 1)
+      if (connectedPeerIds(this.d.libp2p).has(peer)) this.request(peer, reason, 1)
     }
   }
 
@@ -161,7 +161,7 @@ export class AntiEntropy {
    */
   private retry(peer: string, reason: string, attempt: number): void {
     if (attempt >= RETRIES || this.stopping.signal.aborted) return
-    if (!this.d.libp2p.getPeers().some((p) => p.toString() === peer)) return
+    if (!connectedPeerIds(this.d.libp2p).has(peer)) return
     const timer = setTimeout(() => {
       this.timers.delete(timer)
       this.request(peer, reason, attempt + 1)
@@ -171,7 +171,7 @@ export class AntiEntropy {
   }
 
   requestAll(reason: string): void {
-    for (const p of this.d.libp2p.getPeers()) this.request(p.toString(), reason)
+    for (const p of connectedPeerIds(this.d.libp2p)) this.request(p, reason)
   }
 
   /** Runs one session with `peer` now and reports it (tests, admin). */
@@ -190,7 +190,7 @@ export class AntiEntropy {
     const delay = this.o.intervalMs * (0.8 + Math.random() * 0.4)
     this.timer = setTimeout(() => {
       // an idle fleet, whose heartbeats all carry equal digest hashes, runs no sessions at all
-      const peers = this.d.libp2p.getPeers().map(String).filter((p) => this.d.digests.mayDiffer(p) && !this.d.digests.justReturned(p, RETURNING_QUIET_MS))
+      const peers = [...connectedPeerIds(this.d.libp2p)].filter((p) => this.d.digests.mayDiffer(p) && !this.d.digests.justReturned(p, RETURNING_QUIET_MS))
       for (const p of pickRandom(peers, this.o.fanout)) this.request(p, 'interval')
       this.scheduleTick()
     }, delay)

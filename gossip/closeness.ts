@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { GossipLibp2p } from './libp2p-node.js'
+import { connectedPeerIds, type GossipLibp2p } from './libp2p-node.js'
 import { PING_PROTOCOL, PingLine } from './ping-line.js'
 import { RttWindow } from './rtt-window.js'
 
@@ -69,12 +69,11 @@ export class Closeness implements ClosenessView {
     if (libp2p === undefined) return
     libp2p.addEventListener('peer:connect', this.onConnect)
     libp2p.addEventListener('peer:disconnect', this.onDisconnect)
-    this.timer = setInterval(() => { for (const p of libp2p.getPeers()) this.measure(p.toString()) }, this.o.pingIntervalMs)
+    this.timer = setInterval(() => { for (const peer of connectedPeerIds(libp2p)) this.measure(peer) }, this.o.pingIntervalMs)
     this.timer.unref()
     if (this.o.pingIntervalMs > WARM_UP_INTERVAL_MS) {
       this.warmUpTimer = setInterval(() => {
-        for (const p of libp2p.getPeers()) {
-          const peer = p.toString()
+        for (const peer of connectedPeerIds(libp2p)) {
           if (this.rtts.get(peer)?.full !== true) this.measure(peer)
         }
       }, WARM_UP_INTERVAL_MS)

@@ -10,7 +10,7 @@ import { DigestWatch } from './digest-watch.js'
 import { fleetKeyFingerprint } from './fleet-key.js'
 import { type GossipNodeInit, type PartOptions, partOptions } from './gossip-options.js'
 import { HandshakeWatch } from './handshake-watch.js'
-import { createGossipLibp2p, type GossipLibp2p } from './libp2p-node.js'
+import { connectedPeerIds, createGossipLibp2p, type GossipLibp2p } from './libp2p-node.js'
 import { HEARTBEAT_TOPIC, Membership, type MembershipCatalog, type NodeLiveness, type NodeLoad, type SelfDescription } from './membership.js'
 import { loadOrCreatePeerKey } from './peer-key.js'
 import { PeerDialer } from './peer-dialer.js'
@@ -155,7 +155,7 @@ class DefaultGossipNode implements GossipNode {
     this.digestEvents = this.c.catalog.subscribe({}, () => { digests.current() })
     const relay = new SyncRelay({
       relay: (docId, changes) => this.broadcast?.relay(docId, changes),
-      peers: () => libp2p.getPeers().map(String),
+      peers: () => [...connectedPeerIds(libp2p)],
       digests,
       counters: this.counters,
     }, this.o.relayMaxBytes)
@@ -185,7 +185,7 @@ class DefaultGossipNode implements GossipNode {
       log: this.log.child({ part: 'broadcast' }),
       counters: this.counters,
       sync: antiEntropy,
-      connectedPeers: () => libp2p.getPeers().length,
+      connectedPeers: () => connectedPeerIds(libp2p).size,
       reach,
     }, this.o.broadcast)
     this.broadcast.start()
@@ -261,7 +261,7 @@ class DefaultGossipNode implements GossipNode {
     const nodes = this.membership?.nodes().filter((n) => n.state !== 'self') ?? []
     return {
       ...snapshotCounters(this.counters),
-      peers: this.libp2p?.getPeers().length ?? 0,
+      peers: this.libp2p === undefined ? 0 : connectedPeerIds(this.libp2p).size,
       connections: this.libp2p?.getConnections().length ?? 0,
       meshPeers: this.libp2p?.services.pubsub.getMeshPeers(CHANGES_TOPIC).length ?? 0,
       nodes: nodes.filter((n) => n.state !== 'left').length,
@@ -278,7 +278,7 @@ class DefaultGossipNode implements GossipNode {
   }
 
   connectedPeers(): string[] {
-    return this.libp2p?.getPeers().map(String) ?? []
+    return this.libp2p === undefined ? [] : [...connectedPeerIds(this.libp2p)]
   }
 
   peerScore(peerId: string): number | undefined {

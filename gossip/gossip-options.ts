@@ -33,6 +33,8 @@ export interface GossipNodeInit {
   maxPeers?: number
   /** Longest wait between two dials of an unreachable peer (default 500 ms): bounds how fast a healed partition reconnects. */
   redialMaxMs?: number
+  /** Redials of unreachable peers per second, all of them together (default 2): bounds what a partition costs. */
+  redialsPerSecond?: number
   /** Local address for outgoing connections (multi-homed hosts; a distinct 127.x per node in tests). */
   dialFrom?: string
   /** gossipsub's IP-colocation penalty (≤ 0, default -5). Keep it in production; 0 when all peers share an IP. */
@@ -141,7 +143,7 @@ export function partOptions(init: GossipNodeInit): PartOptions {
     },
     // the tick only compares times (a dial waits for its backoff): 100 ms puts a healed link's redial within
     // 100 ms of its time instead of 250
-    dialer: { tickMs: 100, minBackoffMs: 250, maxBackoffMs: init.redialMaxMs ?? 500, maxPeers, dialTimeoutMs: t.dialTimeoutMs, answerWaitMs: 3_000 },
+    dialer: { tickMs: 100, minBackoffMs: 250, maxBackoffMs: init.redialMaxMs ?? 500, maxPeers, dialTimeoutMs: t.dialTimeoutMs, answerWaitMs: 3_000, redialsPerSecond: init.redialsPerSecond ?? 2 },
     membership: {
       heartbeatMs: init.heartbeatMs ?? 2_000,
       downAfterMs: init.downAfterMs ?? 10_000,

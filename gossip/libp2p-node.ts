@@ -21,6 +21,17 @@ export type GossipServices = { identify: Identify; ping: Ping; pubsub: GossipPub
 export type GossipLibp2p = Libp2p<GossipServices>
 
 /**
+ * The peer ids of every open connection, each once. libp2p's getPeers() collects them in a PeerSet, which turns
+ * each peer id into a string and back (a base58 decode per peer: ~0.2 ms for 19 peers, against ~0.003 ms here),
+ * and the dialer alone asks ten times a second.
+ */
+export function connectedPeerIds(libp2p: Pick<Libp2p, 'getConnections'>): Set<string> {
+  const ids = new Set<string>()
+  for (const c of libp2p.getConnections()) ids.add(c.remotePeer.toString())
+  return ids
+}
+
+/**
  * Methods the gossipsub implementation has (dist/src/gossipsub.d.ts) but its exported interface omits:
  * async validation needs the first, stats and tests the others.
  */

@@ -135,7 +135,7 @@ export class MachineInstance {
 
   /** After an unexpected exit: clears what is left and says how it ended, with its last output. */
   async cleanUpAfterExit(exit: ExitInfo): Promise<{ how: string; lastOutput: string }> {
-    killLeftovers(this.proc) // a crashed app's children must not keep its port
+    await killLeftovers(this.proc) // a crashed app's children must not keep its port
     this.proc.dispose()
     this.deps.health.pause()
     const { machineLog } = this.deps

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process'
 import { stat } from 'node:fs/promises'
 import { EdgeProxyError } from '../schemas/errors.js'
-import { isRunning, isStopped, readProcStat } from './process-info.js'
+import { isRunning, isStopped, processGroupMembers, readProcStat } from './process-info.js'
 
 export interface ExitInfo {
   /** null when killed by a signal, or unknown (an adopted process is not our child: no exit status). */
@@ -197,16 +197,24 @@ export async function terminateProcess(proc: MachineProcess, options: TerminateO
       if (!gone) throw new EdgeProxyError('EP_INTERNAL', `process ${proc.pid} survived SIGKILL for ${SIGKILL_GRACE_MS / 1000}s (stuck in the kernel?)`)
     }
   }
-  killLeftovers(proc)
+  await killLeftovers(proc)
   proc.dispose()
   return { forced, exit: proc.exitInfo as ExitInfo }
 }
 
-/** SIGKILL whatever is left of the group once its leader exited (a crashed app's children must not hold the port). */
-export function killLeftovers(proc: MachineProcess): void {
+/**
+ * SIGKILLs whatever is left of the group once its leader exited, and resolves once all of it is gone: a
+ * crashed or stopped app's children must not hold its port when the Machine is reported stopped or restarts
+ * (a SIGKILLed process lingers for a few milliseconds before it is gone).
+ */
+export async function killLeftovers(proc: MachineProcess): Promise<void> {
   try {
     process.kill(-proc.pid, 'SIGKILL')
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err
+    return // nothing left in the group
+  }
+  if (!(await waitUntil(() => processGroupMembers(proc.pid).length === 0, SIGKILL_GRACE_MS))) {
+    throw new EdgeProxyError('EP_INTERNAL', `process group ${proc.pid} survived SIGKILL for ${SIGKILL_GRACE_MS / 1000}s (stuck in the kernel?)`)
   }
 }

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import type { Logger } from 'pino'
-import { type Catalog, openCatalog } from '../catalog/index.js'
+import { type Catalog, openCatalog, warmUpAutomerge } from '../catalog/index.js'
 import type { Role } from '../schemas/catalog-records.js'
 import { EdgeProxyError } from '../schemas/errors.js'
 import { fleetKeyPath, gossipNode, type GossipNode, readFleetKey } from '../gossip/index.js'
@@ -22,6 +22,11 @@ export interface DaemonOptions {
   adminTokenFile?: string
   /** fsync each catalog batch (default true). */
   fsync?: boolean
+  /**
+   * Run Automerge's heal paths once after start so that V8 compiles them before a heal needs them. Default: on
+   * for a node in a fleet (it has a fleet key); a node alone never heals.
+   */
+  warmUp?: boolean
   /** Loopback range for Machine addresses on this worker (default 127.66.0.0/16). */
   machineRange?: string
   /** Edge: where public listeners bind (default 127.0.0.1), and public port → bound port (dev: 80→8080, 443→8443). */
@@ -188,6 +193,11 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
       node: options.name, region: options.region, roles: options.roles, admin: admin.address(), dataDir: options.dataDir,
       backhaul: backhaul.listener?.address(), gossipListen: gossip.listenAddrs(),
     }, 'node started')
+    if (options.warmUp ?? keyPath !== undefined) {
+      const warmUp = automergeWarmUp(log.child({ component: 'catalog' }))
+      warmUp.start()
+      started.push(warmUp)
+    }
 
     let stopping: Promise<void> | undefined
     return {
@@ -209,6 +219,24 @@ export async function startDaemon(options: DaemonOptions, log: Logger): Promise<
   } catch (err) {
     await stopAll(started, log)
     throw err
+  }
+}
+
+/** The warm-up (catalog/automerge-warm-up.ts) in the background of a started node; a stop cuts it short. */
+function automergeWarmUp(log: Logger): Startable {
+  const abort = new AbortController()
+  let running: Promise<void> | undefined
+  return {
+    start() {
+      running = warmUpAutomerge({ signal: abort.signal }).then(
+        (r) => log.info({ rounds: r.rounds, ms: Math.round(r.ms), aborted: r.aborted }, 'Automerge warmed up'),
+        (err: unknown) => log.warn({ err }, 'Automerge warm-up failed; the first heal compiles what it needs'),
+      )
+    },
+    async stop() {
+      abort.abort()
+      await running
+    },
   }
 }
 

@@ -18,6 +18,7 @@ interface DaemonFlags {
   adminTokenFile?: string
   logLevel?: string
   fsync: boolean
+  warmUp: boolean
   publicAddr?: string
   portMap?: string
   domain?: string
@@ -101,6 +102,7 @@ function toOptions(flags: DaemonFlags): DaemonOptions {
     admin: parseHostPort(flags.admin, '--admin'),
     adminTokenFile: flags.adminTokenFile,
     fsync: flags.fsync,
+    warmUp: flags.warmUp ? undefined : false, // on by default for a node in a fleet (tools/daemon.ts)
     publicAddr: flags.publicAddr,
     portMap: flags.portMap === undefined ? undefined : parsePortMap(flags.portMap),
     domain: flags.domain,
@@ -129,31 +131,39 @@ function toOptions(flags: DaemonFlags): DaemonOptions {
   }
 }
 
-/** Runs a node until SIGTERM or SIGINT, then stops every component cleanly. */
+/**
+ * Runs a node until SIGTERM or SIGINT, then stops every component cleanly. The handlers are in place before
+ * the node starts: a signal that arrives while it starts, or right after it logged `node started`, stops it
+ * once started instead of killing it half way (Node's default for an unhandled SIGTERM).
+ */
 async function runUntilSignalled(options: DaemonOptions, logLevel: string | undefined, afterStart?: (daemon: Daemon) => Promise<void>): Promise<void> {
   const log = rootLogger(logLevel)
-  const daemon = await startDaemon(options, log)
-  if (afterStart !== undefined) {
-    try {
-      await afterStart(daemon)
-    } catch (err) {
-      await daemon.stop()
-      throw err
-    }
+  let resolveSignal!: (signal: NodeJS.Signals) => void
+  const signalled = new Promise<NodeJS.Signals>((resolve) => { resolveSignal = resolve })
+  // the first signal stops the node; a second one finds no handler and ends the process at once
+  const onSignal = (signal: NodeJS.Signals): void => {
+    process.off('SIGTERM', onSignal)
+    process.off('SIGINT', onSignal)
+    resolveSignal(signal)
   }
-  await new Promise<void>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals): void => {
-      log.info({ signal }, 'signal received')
-      process.off('SIGTERM', onSignal)
-      process.off('SIGINT', onSignal)
-      daemon.stop().then(resolve, (err: unknown) => {
-        log.error({ err }, 'stop failed')
-        resolve()
-      })
+  process.on('SIGTERM', onSignal)
+  process.on('SIGINT', onSignal)
+  try {
+    const daemon = await startDaemon(options, log)
+    if (afterStart !== undefined) {
+      try {
+        await afterStart(daemon)
+      } catch (err) {
+        await daemon.stop()
+        throw err
+      }
     }
-    process.on('SIGTERM', onSignal)
-    process.on('SIGINT', onSignal)
-  })
+    log.info({ signal: await signalled }, 'signal received')
+    await daemon.stop().catch((err: unknown) => log.error({ err }, 'stop failed'))
+  } finally {
+    process.off('SIGTERM', onSignal)
+    process.off('SIGINT', onSignal)
+  }
 }
 
 export function registerDaemonCommands(program: Command): void {
@@ -168,6 +178,7 @@ export function registerDaemonCommands(program: Command): void {
     .option('--admin-token-file <file>', 'bearer token required by the admin API (mandatory off loopback)')
     .option('--log-level <level>', 'trace, debug, info, warn or error')
     .option('--no-fsync', 'do not fsync catalog writes (faster; a power cut may lose the newest writes)')
+    .option('--no-warm-up', 'skip the Automerge warm-up after start of a node in a fleet (its first heal then compiles what it needs)')
     .option('--public-addr <ip>', 'edge: address public listeners bind', '127.0.0.1')
     .option('--port-map <pairs>', 'edge: public port → bound port, e.g. 80=8080,443=8443 (default: the same port)')
     .option('--domain <domain>', 'apps answer on <app>.<domain>', 'localhost')
@@ -209,9 +220,9 @@ export function registerDaemonCommands(program: Command): void {
     .option('--admin <host:port>', 'admin API address', '127.0.0.1:4280')
     .option('--log-level <level>', 'trace, debug, info, warn or error', 'info')
     .option('--domain <domain>', 'apps answer on <app>.<domain>', 'localhost')
-    .action(async (flags: Omit<DaemonFlags, 'roles' | 'fsync'>) => {
+    .action(async (flags: Omit<DaemonFlags, 'roles' | 'fsync' | 'warmUp'>) => {
       try {
-        const options = { ...toOptions({ ...flags, roles: 'edge,worker', fsync: true }), portMap: { ...DEV_PORT_MAP }, flycastPortMap: { ...DEV_PORT_MAP } }
+        const options = { ...toOptions({ ...flags, roles: 'edge,worker', fsync: true, warmUp: true }), portMap: { ...DEV_PORT_MAP }, flycastPortMap: { ...DEV_PORT_MAP } }
         await runUntilSignalled(options, flags.logLevel, async (daemon) => {
           await ensureDemoApp(daemon.catalog, { name: options.name, region: options.region })
           const flycast = await new FlycastAllocator(daemon.catalog, parseFlycastRange(options.flycastRange ?? DEFAULT_FLYCAST_RANGE), daemon.log).allocate(DEMO_APP)

@@ -48,15 +48,24 @@ test('autostop stops idle Machines one per pass down to min_machines_running in 
 test('a long request in flight on the Machine chosen for autostop completes before the Machine stops', async () => {
   node = await startAutoscaleNode({ autostopIntervalMs: 1000, drainMs: 8000 })
   const n = node
-  await n.deploy(httpAppToml('busy', { autoStop: 'stop', min: 1 }))
+  // min 2 while the requests get going: a pass between the Machines' start and the requests would otherwise
+  // drain one of the two idle Machines, and both requests would land on the other (CI saw that once)
+  await n.deploy(httpAppToml('busy', { autoStop: 'stop', min: 2 }))
   await n.machines('busy', 2, { desired: 'started' })
 
-  // one long request on each Machine (least loaded first): the pass finds excess=1 and drains one of them
+  // one long request on each Machine (least loaded first)
   const slow = () => request(n.url(80, '/slow?ms=2500'), { headers: { host: 'busy.localhost' } }).then(async (res) => {
     const body = (await res.body.json()) as { machine: string }
     return { status: res.statusCode, machine: body.machine, doneAt: Date.now() }
   })
-  const answers = await Promise.all([slow(), slow()])
+  const inFlight = Promise.all([slow(), slow()])
+  await waitFor(() => {
+    const busy = n.daemon.proxy!.loads().loads.filter((l) => l.app === 'busy' && l.load > 0)
+    return busy.length === 2 ? busy : undefined
+  }, { timeoutMs: 2000, intervalMs: 10, what: 'a request in flight on each Machine' })
+  // now one Machine is excess: the next pass finds excess=1 and drains one of them, its request still in flight
+  await n.deploy(httpAppToml('busy', { autoStop: 'stop', min: 1 }))
+  const answers = await inFlight
 
   expect(answers.map((a) => a.status)).toEqual([200, 200])
   expect(new Set(answers.map((a) => a.machine)).size).toBe(2)

@@ -1,11 +1,11 @@
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import { request } from 'undici'
 import { openCatalog } from '../../catalog/index.js'
-import { type DaemonProcess, ROOT, runCli, startDaemonProcess } from '../../test/helpers/cli.js'
+import { BIN, type DaemonProcess, ROOT, runCli, startDaemonProcess } from '../../test/helpers/cli.js'
 import { tempDir } from '../../test/helpers/temp-dir.js'
 import { waitFor } from '../../test/helpers/wait-for.js'
 import { demoAppCommand } from '../../machines/index.js'
@@ -205,4 +205,64 @@ test('the edgeproxy executable runs with the daemon\'s node flags: its #! line p
   // run through the #! line itself, as npx and a PATH install do
   const { stdout } = await promisify(execFile)(bin, ['--version'], { timeout: 10_000 })
   expect(stdout.trim()).toMatch(/^\d+\.\d+\.\d+/)
+})
+
+describe('Automerge warm-up after start', () => {
+  const logLines = (node: DaemonProcess, msg: string): Array<Record<string, unknown>> => node.logs().split('\n')
+    .filter((l) => l.includes(`"msg":"${msg}"`))
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+
+  const inFleet = async (name: string, ...extra: string[]): Promise<DaemonProcess> => {
+    const fleet = join(dir.path, 'fleet')
+    if ((await runCli(['fleet', 'init', '--out', fleet])).code !== 0) throw new Error('fleet init failed')
+    daemon = await startDaemonProcess(['daemon', '--data-dir', join(dir.path, name), '--name', name, '--region', 'ams', '--admin', '127.0.0.1:0', '--no-fsync', '--fleet', fleet, '--gossip-listen', '/ip4/127.0.0.1/tcp/0', ...extra])
+    return daemon
+  }
+  const stopped = async (node: DaemonProcess): Promise<void> => {
+    expect(await node.stop()).toBe(0)
+    daemon = undefined
+    expect(logLines(node, 'node stopped')).toHaveLength(1)
+  }
+
+  test('a node in a fleet warms Automerge up in the background and says so', async () => {
+    const node = await inFleet('ams-1')
+    const [done] = await waitFor(() => {
+      const lines = logLines(node, 'Automerge warmed up')
+      return lines.length > 0 ? lines : undefined
+    }, { timeoutMs: 20_000, what: 'the warm-up to end' })
+    expect(done).toMatchObject({ rounds: 10, aborted: false })
+    await stopped(node)
+  })
+
+  test('--no-warm-up leaves it out, and so does a node alone (it never heals)', async () => {
+    for (const node of [await inFleet('ams-1', '--no-warm-up'), await startNode('lhr-1')]) {
+      // a request answered: the node is up and past the moment the warm-up would have started
+      const res = await request(`${node.api}/v1/nodes`)
+      await res.body.dump()
+      expect(res.statusCode).toBe(200)
+      await stopped(node)
+      expect(logLines(node, 'Automerge warmed up')).toHaveLength(0)
+    }
+  })
+
+  test('a SIGTERM while the node is still starting stops it once started, cleanly (not Node\'s default kill)', async () => {
+    const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, BIN, 'daemon', '--data-dir', join(dir.path, 'ams-1'), '--name', 'ams-1', '--region', 'ams', '--admin', '127.0.0.1:0', '--no-fsync'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let firstChunk: string | undefined
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString()
+      // its first line (no fleet key: gossip is off) comes while the node is still starting
+      if (firstChunk === undefined) { firstChunk = d.toString(); child.kill('SIGTERM') }
+    })
+    const [code, signal] = await waitFor(() => (child.exitCode !== null || child.signalCode !== null ? [child.exitCode, child.signalCode] : undefined), { timeoutMs: 30_000, what: 'the daemon to exit' })
+    expect(firstChunk).not.toContain('"msg":"node started"')
+    expect({ code, signal }).toEqual({ code: 0, signal: null })
+    expect(out).toContain('"msg":"node stopped"')
+  })
+
+  test('a node stopped while it warms up stops at once and cleanly', async () => {
+    const node = await inFleet('ams-1')
+    await stopped(node)
+    expect(logLines(node, 'Automerge warmed up')).toMatchObject([{ aborted: true }])
+  })
 })

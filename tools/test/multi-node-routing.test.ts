@@ -212,6 +212,9 @@ test('an edge-only node runs no Machines and routes everything over the backhaul
   expect(lhr.backhaul).toBeUndefined() // it accepts no backhaul: it hosts nothing
   for (const w of ['iad-1', 'syd-1']) expect(nodes.find((n) => n.name === w)?.backhaul).toMatch(/^127\.0\.\d+\.\d+:\d+$/)
 
+  // the test before restarted the ams Machine and waited only for ams-1 to see it ready; lhr-1 learns that by
+  // gossip a moment later (CI once routed the first request here to iad in that moment)
+  await routesTo('lhr-1', 'ams', 'the lhr edge routing to the restarted ams Machine')
   for (let i = 0; i < 5; i++) expect(await get('lhr-1')).toMatchObject({ status: 200, body: { region: 'ams', headers: { 'fly-region': 'lhr' } } })
   const create = await request(`${fleet.node('lhr-1').api}/v1/apps/web/machines`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ node: 'lhr-1' }) })
   expect(create.statusCode).toBe(400)
