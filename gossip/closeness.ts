@@ -37,10 +37,14 @@ export interface ClosenessDeps {
 /** How long a computed region order is reused (membership changes are picked up within this). */
 const REGION_CACHE_MS = 1_000
 /**
- * A new peer is pinged this often until its RTT window is full, so that routing soon stops leaning on a ping taken
- * while the connection was being set up (handshake, identify and the first sync all run then).
+ * A new connection's peer is pinged this often for its first WARM_UP_PERIOD_MS (and until its RTT window is full),
+ * so that routing soon stops leaning on pings taken while either node was busy: the handshake, identify and the
+ * first sync run then, and a node that has just started also warms Automerge up. Had the window filled in that
+ * busy time and then gone over to the ping interval, a busy moment's RTT would rank a peer for window ×
+ * pingIntervalMs (30 s by default); this way it has left the window a few seconds after the busy time ends.
  */
 const WARM_UP_INTERVAL_MS = 1_000
+const WARM_UP_PERIOD_MS = 30_000
 
 export interface ClosenessOptions {
   pingIntervalMs: number
@@ -57,6 +61,8 @@ export class Closeness implements ClosenessView {
   private readonly lines = new Map<string, PingLine>()
   /** performance.now() of the first failed ping in a peer's current run of failures. */
   private readonly failingSince = new Map<string, number>()
+  /** performance.now() when a peer's current connection came up, while it is in its warm-up period. */
+  private readonly connectedAt = new Map<string, number>()
   private timer: NodeJS.Timeout | undefined
   private warmUpTimer: NodeJS.Timeout | undefined
   private readonly stopping = new AbortController()
@@ -73,8 +79,9 @@ export class Closeness implements ClosenessView {
     this.timer.unref()
     if (this.o.pingIntervalMs > WARM_UP_INTERVAL_MS) {
       this.warmUpTimer = setInterval(() => {
+        const now = performance.now()
         for (const peer of connectedPeerIds(libp2p)) {
-          if (this.rtts.get(peer)?.full !== true) this.measure(peer)
+          if (this.warmingUp(peer, now)) this.measure(peer)
         }
       }, WARM_UP_INTERVAL_MS)
       this.warmUpTimer.unref()
@@ -92,6 +99,7 @@ export class Closeness implements ClosenessView {
     for (const line of this.lines.values()) line.close()
     this.lines.clear()
     this.failingSince.clear()
+    this.connectedAt.clear()
   }
 
   rttToNode(node: string): number | undefined {
@@ -132,8 +140,17 @@ export class Closeness implements ClosenessView {
     return this.regions
   }
 
+  private warmingUp(peer: string, now: number): boolean {
+    const since = this.connectedAt.get(peer)
+    if (since !== undefined && now - since >= WARM_UP_PERIOD_MS) this.connectedAt.delete(peer)
+    else if (since !== undefined) return true
+    return this.rtts.get(peer)?.full !== true
+  }
+
   private readonly onConnect = (evt: CustomEvent<{ toString(): string }>): void => {
-    this.measure(evt.detail.toString())
+    const peer = evt.detail.toString()
+    this.connectedAt.set(peer, performance.now())
+    this.measure(peer)
   }
 
   private readonly onDisconnect = (evt: CustomEvent<{ toString(): string }>): void => {
@@ -141,6 +158,7 @@ export class Closeness implements ClosenessView {
     this.lines.get(peer)?.close()
     this.lines.delete(peer)
     this.failingSince.delete(peer)
+    this.connectedAt.delete(peer)
   }
 
   private measure(peer: string): void {

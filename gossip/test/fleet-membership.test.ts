@@ -86,3 +86,21 @@ test('a ping slowed while the connection was being set up stops counting within 
   await waitFor(() => (b.gossip.closeness.rttToNode('a') ?? Infinity) < 50, { timeoutMs: 5_000, what: 'b seeing a close again' })
   expect(b.gossip.closeness.regionsByRtt()).toEqual(['fra', 'ams'])
 })
+
+test('pings slowed through a busy start stop counting within seconds of it, even after they filled the RTT window', async () => {
+  const init = { ...FAST, pingIntervalMs: 60_000 }
+  const a = await fleet.start({ name: 'a', relayed: true, region: 'ams', init })
+  const first = await fleet.start({ name: 'b', relayed: true, region: 'fra', init })
+  await fleet.stop('b')
+  a.relay!.set({ delayMs: { up: 100, down: 100 } }, { from: first.ip })
+  const b = await fleet.start({ name: 'b', relayed: true, region: 'fra', bootstrap: [a], init })
+  await waitFor(() => (b.gossip.closeness.rttToNode('a') ?? 0) >= 150, { timeoutMs: 10_000, what: 'b measuring a through the slow relay' })
+  // slow for longer than a window of warm-up pings (six, a second apart): every sample b holds is a slow one
+  await new Promise((resolve) => setTimeout(resolve, 7_500))
+  expect(b.gossip.closeness.rttToNode('a')).toBeGreaterThanOrEqual(150)
+
+  // a connection's first 30 s are pinged every second, not once a minute, so the slow time leaves the window
+  a.relay!.reset()
+  await waitFor(() => (b.gossip.closeness.rttToNode('a') ?? Infinity) < 50, { timeoutMs: 8_000, what: 'b seeing a close again' })
+  expect(b.gossip.closeness.regionsByRtt()).toEqual(['fra', 'ams'])
+})
