@@ -36,7 +36,8 @@ export type FromChild =
   | { type: 'ready'; peerId: string; listen: string[]; addrs: string[] }
   | { type: 'wrote'; app: string; t: number }
   | { type: 'seen'; app: string; t: number }
-  | { type: 'digest'; id: number; hash: string }
+  /** `changedAt`: epoch ms since when this node has held exactly this digest (the raw child has none). */
+  | { type: 'digest'; id: number; hash: string; changedAt?: number }
   | { type: 'profiled'; id: number }
   | { type: 'stats'; id: number; rss: number; heapUsed: number; cpuMs: number; peers: number; meshPeers: number; nodesUp: number; gossip: Record<string, unknown> }
 
@@ -87,7 +88,7 @@ async function handle(m: ToChild): Promise<void> {
       break // the daemon dials the nodes it learns of itself (gossip/peer-dialer.ts)
     case 'digest':
       // the running hash (O(1)): recomputing it from digest() on every poll cost a node ~5 % of its CPU in a heal
-      send({ type: 'digest', id: m.id, hash: Buffer.from(catalog.digestHash()).toString('hex') })
+      send({ type: 'digest', id: m.id, hash: Buffer.from(catalog.digestHash()).toString('hex'), changedAt: catalog.digestChangedAt() })
       break
     case 'stats': {
       const s = gossip.stats()

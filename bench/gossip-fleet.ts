@@ -55,7 +55,8 @@ export class BenchNode {
   }
 
   async stats(): Promise<Stats> { return await this.ask<Stats>({ type: 'stats' }) }
-  async digest(): Promise<string> { return (await this.ask<Extract<FromChild, { type: 'digest' }>>({ type: 'digest' })).hash }
+  async digest(): Promise<string> { return (await this.digestState()).hash }
+  async digestState(): Promise<Extract<FromChild, { type: 'digest' }>> { return await this.ask<Extract<FromChild, { type: 'digest' }>>({ type: 'digest' }) }
 }
 
 /** Both fleets, ours and the raw baseline, run with the daemon's node flags. */
@@ -148,6 +149,26 @@ export async function untilConverged(nodes: BenchNode[], timeoutMs: number): Pro
     const hashes = await Promise.all(nodes.map((n) => n.digest()))
     if (hashes.every((h) => h === hashes[0])) return performance.now() - started
     if (performance.now() - started > timeoutMs) throw new Error(`no convergence within ${timeoutMs} ms`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
+
+/**
+ * A heal's time: from `since` (epoch ms) until the last node came to hold what all hold now, read from each node's
+ * own clock (`changedAt`), once polling finds every node equal. The poll's own lag is no part of it: in a 20-process
+ * heal on two cores a round of polls took up to 4 s, as long as the slowest event loop took to answer, and the
+ * first poll to see the fleet level came that much after it was (`polledMs` keeps that time, for comparison).
+ */
+export async function untilLevel(nodes: BenchNode[], since: number, timeoutMs: number): Promise<{ levelMs: number; polledMs: number }> {
+  for (;;) {
+    const states = await Promise.all(nodes.map((n) => n.digestState()))
+    const polledMs = Date.now() - since
+    if (states.every((s) => s.hash === states[0].hash)) {
+      const changedAt = states.map((s) => s.changedAt ?? NaN)
+      if (changedAt.some((t) => Number.isNaN(t))) throw new Error('untilLevel needs nodes that report since when they hold their digest')
+      return { levelMs: Math.max(0, ...changedAt.map((t) => t - since)), polledMs }
+    }
+    if (polledMs > timeoutMs) throw new Error(`no convergence within ${timeoutMs} ms`)
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
 }

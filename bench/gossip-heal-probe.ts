@@ -2,7 +2,7 @@ import '../tools/polyfills.js'
 import { join } from 'node:path'
 import { writeFleetKey } from '../gossip/index.js'
 import { benchDir } from './bench-util.js'
-import { startFleet, stopFleet, untilConverged } from './gossip-fleet.js'
+import { startFleet, stopFleet, untilConverged, untilLevel } from './gossip-fleet.js'
 
 /**
  * Dev probe of a partition heal (`node dist/bench/gossip-heal-probe.js N OUTDIR`): per node, when its first link
@@ -60,7 +60,8 @@ try {
         await sleep(100)
       }
     })()
-    const ms = WRITES_PER_SIDE > 0 ? await untilConverged(nodes, 60_000) : await sleep(WATCH_MS).then(() => WATCH_MS)
+    const heal = WRITES_PER_SIDE > 0 ? await untilLevel(nodes, healedAtEpoch, 60_000) : undefined
+    const ms = heal === undefined ? await sleep(WATCH_MS).then(() => WATCH_MS) : heal.polledMs
     sampling = false
     await sampler
     const final = samples.at(-1)!.digests[0]
@@ -104,7 +105,8 @@ try {
     process.stdout.write(`heartbeats throttled ${thr}\n`)
     const pc = process.cpuUsage(parentCpu0)
     process.stdout.write(`parent (relays, polling) CPU during the heal: ${((pc.user + pc.system) / 1000 / ms).toFixed(2)} cores\n`)
-    process.stdout.write(`healed in ${Math.round(ms)} ms; fleet CPU during it ${Math.round(cpu)} ms (${(cpu / ms).toFixed(2)} cores)\n`)
+    if (heal !== undefined) process.stdout.write(`level ${Math.round(heal.levelMs)} ms after the heal (the last node's own clock)\n`)
+    process.stdout.write(`polled level in ${Math.round(ms)} ms; fleet CPU until then ${Math.round(cpu)} ms (${(cpu / ms).toFixed(2)} cores)\n`)
   } finally {
     await stopFleet(nodes)
   }

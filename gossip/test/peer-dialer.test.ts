@@ -1,6 +1,6 @@
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { createServer } from 'node:net'
+import { createServer, type Server } from 'node:net'
 import pino from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { type ChaosRelay, startChaosRelay } from '../../test/helpers/chaos-relay.js'
@@ -19,9 +19,16 @@ async function closedPort(): Promise<number> {
   return port
 }
 
-async function unreachablePeer(): Promise<{ peerId: string; addr: string }> {
-  const peerId = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
-  return { peerId, addr: `/ip4/127.0.0.1/tcp/${await closedPort()}` }
+/** A random peer id; `above`: one larger than it (a peer this node dials, not one that dials this node). */
+async function randomPeerId(above?: string): Promise<string> {
+  for (;;) {
+    const peerId = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+    if (above === undefined || peerId > above) return peerId
+  }
+}
+
+async function unreachablePeer(above?: string): Promise<{ peerId: string; addr: string }> {
+  return { peerId: await randomPeerId(above), addr: `/ip4/127.0.0.1/tcp/${await closedPort()}` }
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -33,8 +40,8 @@ describe('peer dialer: redials of unreachable peers share one budget', () => {
     for (const c of cleanup.splice(0).reverse()) await c()
   })
 
-  /** A started node whose dialer knows `unreachable` peers that refuse every dial. */
-  async function dialerWithUnreachable(unreachable: number, redialsPerSecond: number) {
+  /** A started node whose dialer knows `unreachable` peers that refuse every dial (`ours`: all of them peers it dials). */
+  async function dialerWithUnreachable(unreachable: number, redialsPerSecond: number, ours = false) {
     const node = await startBareLibp2p(fleetKey, 'test')
     cleanup.push(() => node.stop())
     const counters = newCounters()
@@ -45,7 +52,7 @@ describe('peer dialer: redials of unreachable peers share one budget', () => {
     cleanup.push(() => dialer.stop())
     dialer.start([])
     for (let i = 0; i < unreachable; i++) {
-      const p = await unreachablePeer()
+      const p = await unreachablePeer(ours ? node.peerId.toString() : undefined)
       dialer.learn(`n${i}`, p.peerId, [p.addr])
     }
     return { node, dialer, counters }
@@ -71,21 +78,76 @@ describe('peer dialer: redials of unreachable peers share one budget', () => {
     expect(counters.dialFailures - first).toBeGreaterThanOrEqual(12)
   })
 
-  it('still brings back a peer behind a healed cut while nine others stay unreachable', async () => {
-    const peer = await startBareLibp2p(fleetKey, 'test')
-    cleanup.push(() => peer.stop())
-    const port = Number(/\/tcp\/(\d+)/.exec(peer.getMultiaddrs()[0].toString())?.[1])
-    const relay: ChaosRelay = await startChaosRelay({ target: { host: '127.0.0.1', port }, rules: { mode: 'refuse' } })
-    cleanup.push(() => relay.close())
-    const { node, dialer, counters } = await dialerWithUnreachable(9, 4)
-    dialer.learn('behind-the-cut', peer.peerId.toString(), [relay.multiaddr()])
-    await waitFor(() => counters.dialFailures >= 20 || undefined, { timeoutMs: 10_000, what: 'every peer failing more than once' })
-    expect(node.getPeers()).toHaveLength(0)
+  /** A bare peer (it dials no one) behind a relay that refuses until the cut heals; `above`: its id is larger. */
+  async function peerBehindCut(above: string | undefined, below: string | undefined) {
+    for (;;) {
+      const peer = await startBareLibp2p(fleetKey, 'test')
+      const id = peer.peerId.toString()
+      if ((above !== undefined && id <= above) || (below !== undefined && id >= below)) { await peer.stop(); continue }
+      cleanup.push(() => peer.stop())
+      const port = Number(/\/tcp\/(\d+)/.exec(peer.getMultiaddrs()[0].toString())?.[1])
+      const relay: ChaosRelay = await startChaosRelay({ target: { host: '127.0.0.1', port }, rules: { mode: 'refuse' } })
+      cleanup.push(() => relay.close())
+      return { peer, relay }
+    }
+  }
 
+  async function healAndWait(node: Awaited<ReturnType<typeof startBareLibp2p>>, cut: Awaited<ReturnType<typeof peerBehindCut>>): Promise<number> {
+    expect(node.getPeers()).toHaveLength(0)
     const healedAt = performance.now()
-    relay.reset()
-    await waitFor(() => node.getPeers().some((p) => p.equals(peer.peerId)) || undefined, { timeoutMs: 6_000, what: 'the healed peer connected' })
-    // ten failing peers share 4 redials a second, longest-waiting first: every one gets a turn within ~2.5 s
-    expect(performance.now() - healedAt).toBeLessThan(4_000)
+    cut.relay.reset()
+    await waitFor(() => node.getPeers().some((p) => p.equals(cut.peer.peerId)) || undefined, { timeoutMs: 8_000, what: 'the healed peer connected' })
+    return performance.now() - healedAt
+  }
+
+  it('still brings back a peer it dials behind a healed cut while nine others stay unreachable', async () => {
+    const { node, dialer, counters } = await dialerWithUnreachable(9, 4)
+    const cut = await peerBehindCut(node.peerId.toString(), undefined)
+    dialer.learn('behind-the-cut', cut.peer.peerId.toString(), [cut.relay.multiaddr()])
+    await waitFor(() => counters.dialFailures >= 20 || undefined, { timeoutMs: 10_000, what: 'every peer failing more than once' })
+    // up to ten failing peers this node dials share 4 redials a second, longest-waiting first: each gets a turn within ~2.5 s
+    expect(await healAndWait(node, cut)).toBeLessThan(4_000)
+  })
+
+  it('still brings back a peer that should dial it but cannot (one-way reachability), from its smaller share of the budget', async () => {
+    const { node, dialer, counters } = await dialerWithUnreachable(9, 4, true)
+    const cut = await peerBehindCut(undefined, node.peerId.toString())
+    dialer.learn('behind-the-cut', cut.peer.peerId.toString(), [cut.relay.multiaddr()])
+    await waitFor(() => counters.dialFailures >= 20 || undefined, { timeoutMs: 10_000, what: 'every peer failing more than once' })
+    // the nine take the budget; the peer that should dial this node has 4 / 8 redials a second of its own
+    expect(await healAndWait(node, cut)).toBeLessThan(5_000)
+  })
+
+  it('spends the budget on peers this node should dial, not on the ones that dial it', async () => {
+    const node = await startBareLibp2p(fleetKey, 'test')
+    cleanup.push(() => node.stop())
+    const self = node.peerId.toString()
+    // unreachable peers that accept TCP and hang up at once, each counting the dials that reach it
+    const peers: Array<{ peerId: string; dials: number; ours: boolean }> = []
+    while (peers.filter((p) => p.ours).length < 4 || peers.filter((p) => !p.ours).length < 4) {
+      const peerId = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+      const ours = peerId > self
+      if (peers.filter((p) => p.ours === ours).length < 4) peers.push({ peerId, dials: 0, ours })
+    }
+    const counters = newCounters()
+    const dialer = new PeerDialer(node, pino({ level: 'silent' }), counters, {
+      tickMs: 20, minBackoffMs: 50, maxBackoffMs: 100, maxPeers: 32, dialTimeoutMs: 2_000, answerWaitMs: 0, redialsPerSecond: 4,
+    })
+    cleanup.push(() => dialer.stop())
+    dialer.start([])
+    for (const [i, p] of peers.entries()) {
+      const server: Server = createServer((socket) => { p.dials++; socket.destroy() })
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+      cleanup.push(() => new Promise<void>((resolve) => server.close(() => resolve())))
+      dialer.learn(`n${i}`, p.peerId, [`/ip4/127.0.0.1/tcp/${(server.address() as { port: number }).port}`])
+    }
+    await waitFor(() => peers.every((p) => p.dials >= 1) || undefined, { timeoutMs: 5_000, what: 'the first dial of every peer' })
+    const first = peers.map((p) => p.dials)
+    await sleep(2_000)
+    const redials = (ours: boolean): number => peers.reduce((n, p, i) => n + (p.ours === ours ? p.dials - first[i] : 0), 0)
+    // the peers with a larger id are this node's to dial: they have the budget (4 a second); the others dial this
+    // node, and are tried only in case reachability is one-way, from an eighth of it on top (one at once)
+    expect(redials(true)).toBeGreaterThanOrEqual(6)
+    expect(redials(false)).toBeLessThanOrEqual(2)
   })
 })
