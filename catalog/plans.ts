@@ -104,13 +104,19 @@ export function planMachineCreate(input: MachineCreate, state: CatalogState, now
   }
 }
 
-/** lastSeen is refreshed in the document about this often; liveness travels in gossip heartbeats. */
-export const LAST_SEEN_REFRESH_MS = 60_000
+/**
+ * lastSeen is refreshed in the document about this often; liveness travels in gossip heartbeats, and a node's
+ * `node.down` carries the time its heartbeats stopped. The record's lastSeen only dates nodes this node has not
+ * heard since it started. Every refresh is a change every node applies, writes with fsync and keeps in the
+ * `nodes` document's history for good: once a minute, 20 nodes made one every 3 s, and one written during a
+ * partition heal took 3–4.5 s to reach all 20 on two cores (docs/benchmarks.md, stop 23).
+ */
+export const LAST_SEEN_REFRESH_MS = 5 * 60_000
 
 /**
  * The refresh period for one node's next lastSeen write, drawn between half and one and a half times
  * LAST_SEEN_REFRESH_MS: a fleet started together would otherwise refresh all its records in the same second
- * every minute, and every node applies every one of those changes — on the 20-node benchmark that burst
+ * every period, and every node applies every one of those changes — on the 20-node benchmark that burst
  * stalled propagation for over a second once a minute.
  */
 export function jitteredRefreshMs(): number {

@@ -14,7 +14,7 @@ import { decodeWire, encodeWire } from './wire-codec.js'
 
 /**
  * Membership (DESIGN §3). The durable node record goes through the catalog at start and whenever it changes
- * (the catalog refreshes lastSeen at most once a minute); liveness travels as a heartbeat on its own topic
+ * (the catalog refreshes lastSeen about every five minutes); liveness travels as a heartbeat on its own topic
  * every `heartbeatMs`. A node not heard for `downAfterMs` gets a derived `node.down`, and `node.up` when heard
  * again — nothing is deleted. Silence is timed on this node's clock, so clock skew between nodes is harmless.
  */
@@ -146,7 +146,7 @@ export class Membership {
     return this.tracked.get(name)?.peerId ?? this.d.catalog.getNode(name)?.peerId
   }
 
-  /** Live view of load from heartbeats (fresher than the record's, which is refreshed once a minute). */
+  /** Live view of load from heartbeats (fresher than the record's, which is refreshed every few minutes). */
   loadOf(name: string): NodeLoad | undefined {
     return name === this.nodeName ? this.d.load() : this.tracked.get(name)?.load
   }
@@ -187,7 +187,7 @@ export class Membership {
     await this.writeSelf()
   }
 
-  /** The catalog writes only when the record changed or lastSeen is a minute old, so calling often is cheap. */
+  /** The catalog writes only when the record changed or lastSeen is ~5 minutes old, so calling often is cheap. */
   private async writeSelf(): Promise<void> {
     await this.d.catalog.upsertSelf(this.selfRecord())
   }

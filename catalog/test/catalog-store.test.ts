@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, test } from 'vitest'
+import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest'
 import { Level } from 'level'
 import { join } from 'node:path'
 import { openCatalog } from '../index.js'
@@ -200,5 +200,41 @@ describe('retries', () => {
     await catalog.setDesiredState(m.id, 'started', 'api: start')
     expect(events.map((e) => e.type)).toEqual(['machine.upserted'])
     expect(catalog.getMachine(m.id)?.desiredAt).toBeGreaterThan(before)
+  })
+})
+
+describe("this node's own record", () => {
+  const self = { name: 'ams-1', region: 'ams', roles: ['edge' as const, 'worker' as const], gossip: [], startedAt: 1, load: { machines: 0, connections: 0 }, version: 'test' }
+
+  test('is rewritten when it changes, and for lastSeen alone only every 2.5–7.5 minutes', async () => {
+    // only Date is faked: LevelDB and the write pipeline keep real timers
+    vi.useFakeTimers({ toFake: ['Date'] })
+    try {
+      const t0 = new Date('2026-12-07T12:00:00Z').getTime()
+      vi.setSystemTime(t0)
+      const catalog = await openAt()
+      await catalog.upsertSelf(self)
+      const written = () => catalog.getNode('ams-1')?.lastSeen
+      expect(written()).toBe(t0)
+
+      // heartbeats call this every 2 s with fresh load: nothing is written for lastSeen within 2.5 minutes
+      for (const minutes of [1, 2, 2.49]) {
+        vi.setSystemTime(t0 + minutes * 60_000)
+        await catalog.upsertSelf({ ...self, load: { machines: 3, connections: 7 } })
+        expect(written()).toBe(t0)
+      }
+      // a real change is written at once
+      vi.setSystemTime(t0 + 2.5 * 60_000)
+      await catalog.upsertSelf({ ...self, region: 'fra' })
+      const changedAt = t0 + 2.5 * 60_000
+      expect(catalog.getNode('ams-1')).toMatchObject({ region: 'fra', lastSeen: changedAt })
+
+      // and lastSeen alone once 7.5 minutes have passed at the latest
+      vi.setSystemTime(changedAt + 7.5 * 60_000 + 1)
+      await catalog.upsertSelf({ ...self, region: 'fra' })
+      expect(written()).toBe(changedAt + 7.5 * 60_000 + 1)
+    } finally {
+      vi.useRealTimers()
+    }
   })
 })
