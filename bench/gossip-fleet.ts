@@ -56,7 +56,7 @@ export class BenchNode {
 
   async stats(): Promise<Stats> { return await this.ask<Stats>({ type: 'stats' }) }
   async digest(): Promise<string> { return (await this.digestState()).hash }
-  async digestState(): Promise<Extract<FromChild, { type: 'digest' }>> { return await this.ask<Extract<FromChild, { type: 'digest' }>>({ type: 'digest' }) }
+  async digestState(): Promise<DigestState> { return await this.ask<DigestState>({ type: 'digest' }) }
 }
 
 /** Both fleets, ours and the raw baseline, run with the daemon's node flags. */
@@ -139,18 +139,26 @@ export async function untilMeshed(nodes: BenchNode[], minMeshPeers: number, time
   }
 }
 
+type DigestState = Extract<FromChild, { type: 'digest' }>
+
 /**
- * Polls until every node reports the same digest hash; returns the ms it took. Every 50 ms: the polling of 20
+ * Polls until every node reports the same digest hash; returns what they reported. Every 50 ms: the polling of 20
  * children competes for the same two cores as the fleet it measures.
  */
-export async function untilConverged(nodes: BenchNode[], timeoutMs: number): Promise<number> {
-  const started = performance.now()
+async function pollUntilEqual(nodes: BenchNode[], started: number, timeoutMs: number): Promise<DigestState[]> {
   for (;;) {
-    const hashes = await Promise.all(nodes.map((n) => n.digest()))
-    if (hashes.every((h) => h === hashes[0])) return performance.now() - started
-    if (performance.now() - started > timeoutMs) throw new Error(`no convergence within ${timeoutMs} ms`)
+    const states = await Promise.all(nodes.map((n) => n.digestState()))
+    if (states.every((s) => s.hash === states[0].hash)) return states
+    if (Date.now() - started > timeoutMs) throw new Error(`no convergence within ${timeoutMs} ms`)
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
+}
+
+/** Polls until every node holds the same digest; returns the ms that took. */
+export async function untilConverged(nodes: BenchNode[], timeoutMs: number): Promise<number> {
+  const started = Date.now()
+  await pollUntilEqual(nodes, started, timeoutMs)
+  return Date.now() - started
 }
 
 /**
@@ -160,15 +168,9 @@ export async function untilConverged(nodes: BenchNode[], timeoutMs: number): Pro
  * first poll to see the fleet level came that much after it was (`polledMs` keeps that time, for comparison).
  */
 export async function untilLevel(nodes: BenchNode[], since: number, timeoutMs: number): Promise<{ levelMs: number; polledMs: number }> {
-  for (;;) {
-    const states = await Promise.all(nodes.map((n) => n.digestState()))
-    const polledMs = Date.now() - since
-    if (states.every((s) => s.hash === states[0].hash)) {
-      const changedAt = states.map((s) => s.changedAt ?? NaN)
-      if (changedAt.some((t) => Number.isNaN(t))) throw new Error('untilLevel needs nodes that report since when they hold their digest')
-      return { levelMs: Math.max(0, ...changedAt.map((t) => t - since)), polledMs }
-    }
-    if (polledMs > timeoutMs) throw new Error(`no convergence within ${timeoutMs} ms`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
+  const states = await pollUntilEqual(nodes, since, timeoutMs)
+  const polledMs = Date.now() - since
+  const changedAt = states.map((s) => s.changedAt ?? NaN)
+  if (changedAt.some((t) => Number.isNaN(t))) throw new Error('untilLevel needs nodes that report since when they hold their digest')
+  return { levelMs: Math.max(0, ...changedAt.map((t) => t - since)), polledMs }
 }

@@ -142,8 +142,10 @@ export class Closeness implements ClosenessView {
 
   private warmingUp(peer: string, now: number): boolean {
     const since = this.connectedAt.get(peer)
-    if (since !== undefined && now - since >= WARM_UP_PERIOD_MS) this.connectedAt.delete(peer)
-    else if (since !== undefined) return true
+    if (since !== undefined) {
+      if (now - since < WARM_UP_PERIOD_MS) return true
+      this.connectedAt.delete(peer)
+    }
     return this.rtts.get(peer)?.full !== true
   }
 

@@ -148,9 +148,9 @@ export class PeerDialer {
       if (t.inflight) continue
       if (!t.bootstrap && connected.size >= this.o.maxPeers) continue
       // a bootstrap address that turned out to be a node we already dial by peer id is covered there
-      if (t.bootstrap && t.peerId !== undefined && this.targets.has(t.peerId) && !t.failing) continue
+      if (t.bootstrap && this.leftToThem(t) && !t.failing) continue
       if (now < t.nextAt) continue
-      if (!t.bootstrap && t.peerId !== undefined && t.peerId < this.self && now < t.answerAt) continue
+      if (!t.bootstrap && this.leftToThem(t) && now < t.answerAt) continue
       if (t.failing) failingDue.push(t)
       else void this.dial(t)
     }
@@ -175,7 +175,10 @@ export class PeerDialer {
     }
   }
 
-  /** A peer that dials this node rather than being dialled by it: a larger peer id, or a bootstrap address of a node also dialled by peer id. */
+  /**
+   * A target this node leaves to another dial: a peer with a smaller peer id (it dials this node), or a bootstrap
+   * address of a node also dialled by peer id.
+   */
   private leftToThem(t: Target): boolean {
     if (t.peerId === undefined) return false
     return t.bootstrap ? this.targets.has(t.peerId) : t.peerId < this.self

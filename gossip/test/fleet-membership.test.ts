@@ -70,7 +70,8 @@ test('closeness: smoothed RTT per node from pings, regions ordered by it', async
   expect(a.gossip.nodes().find((n) => n.name === 'c')?.rttMs).toBeGreaterThanOrEqual(60)
 })
 
-test('a ping slowed while the connection was being set up stops counting within seconds, not after a ping interval', async () => {
+/** Node a in ams and b in fra, every ping from b to a slowed by 200 ms from b's very first connection on. */
+async function startWithSlowFirstConnection() {
   const init = { ...FAST, pingIntervalMs: 60_000 }
   const a = await fleet.start({ name: 'a', relayed: true, region: 'ams', init })
   // b's first start only gives it its address, so that the relay can slow the very first connection from it
@@ -79,6 +80,11 @@ test('a ping slowed while the connection was being set up stops counting within 
   a.relay!.set({ delayMs: { up: 100, down: 100 } }, { from: first.ip })
   const b = await fleet.start({ name: 'b', relayed: true, region: 'fra', bootstrap: [a], init })
   await waitFor(() => (b.gossip.closeness.rttToNode('a') ?? 0) >= 150, { timeoutMs: 10_000, what: 'b measuring a through the slow relay' })
+  return { a, b }
+}
+
+test('a ping slowed while the connection was being set up stops counting within seconds, not after a ping interval', async () => {
+  const { a, b } = await startWithSlowFirstConnection()
 
   // the slow moment is over: a new peer is pinged every second until it has a window of pings, and its RTT is
   // the least of them, so routing does not lean on the first one for the next minute
@@ -88,13 +94,7 @@ test('a ping slowed while the connection was being set up stops counting within 
 })
 
 test('pings slowed through a busy start stop counting within seconds of it, even after they filled the RTT window', async () => {
-  const init = { ...FAST, pingIntervalMs: 60_000 }
-  const a = await fleet.start({ name: 'a', relayed: true, region: 'ams', init })
-  const first = await fleet.start({ name: 'b', relayed: true, region: 'fra', init })
-  await fleet.stop('b')
-  a.relay!.set({ delayMs: { up: 100, down: 100 } }, { from: first.ip })
-  const b = await fleet.start({ name: 'b', relayed: true, region: 'fra', bootstrap: [a], init })
-  await waitFor(() => (b.gossip.closeness.rttToNode('a') ?? 0) >= 150, { timeoutMs: 10_000, what: 'b measuring a through the slow relay' })
+  const { a, b } = await startWithSlowFirstConnection()
   // slow for longer than a window of warm-up pings (six, a second apart): every sample b holds is a slow one
   await new Promise((resolve) => setTimeout(resolve, 7_500))
   expect(b.gossip.closeness.rttToNode('a')).toBeGreaterThanOrEqual(150)
