@@ -61,6 +61,16 @@ const REDIAL_BUCKET = 'redials'
  * links dialled: 23–32 connections per node for 19 peers, a handshake and an identify exchange too many for each.
  */
 const ANSWER_SHARE = 1 / 8
+/**
+ * When an unreachable peer comes back after a run of failed redials while more than FREE_FAILING others are still
+ * unreachable, a partition has most likely healed: the budgeted redials stop for this long. One link across is what
+ * levels the catalogs (its session on connect, then relays over the links that never broke); at a 10 | 10 heal of
+ * 20 processes on two cores the other ~100 handshakes took the CPU that work needed. The redials that follow the
+ * pause succeed, so the rest of the links come back at the budget's pace without pausing again.
+ */
+const HEAL_PAUSE_MS = 2_500
+/** Failed redials since the last return that make the next return a heal (two seconds' worth of the default budget). */
+const HEAL_AFTER_FAILURES = 4
 
 export class PeerDialer {
   private readonly targets = new Map<string, Target>()
@@ -70,6 +80,10 @@ export class PeerDialer {
   private readonly redials: Throttle
   /** A smaller one for failing targets that dial this node (`leftToThem`): ANSWER_SHARE of the budget. */
   private readonly answerRedials: Throttle
+  /** performance.now() until which budgeted redials wait (HEAL_PAUSE_MS). */
+  private redialsPausedUntil = 0
+  /** Redials that failed since a failing peer last came back. */
+  private failuresSinceReturn = 0
 
   constructor(
     private readonly libp2p: GossipLibp2p,
@@ -143,7 +157,11 @@ export class PeerDialer {
     const failingDue: Target[] = []
     let failing = 0
     for (const t of this.targets.values()) {
-      if (t.peerId !== undefined && connected.has(t.peerId)) { t.backoff = this.o.minBackoffMs; continue }
+      if (t.peerId !== undefined && connected.has(t.peerId)) {
+        t.backoff = this.o.minBackoffMs
+        if (t.failing) this.returned(t, now) // it dialled this node
+        continue
+      }
       if (t.failing) failing++
       if (t.inflight) continue
       if (!t.bootstrap && connected.size >= this.o.maxPeers) continue
@@ -168,11 +186,25 @@ export class PeerDialer {
    */
   private redialFailing(due: Target[], failing: number): void {
     const budgeted = failing > FREE_FAILING
+    if (budgeted && performance.now() < this.redialsPausedUntil) return
     if (budgeted) due.sort((a, b) => a.nextAt - b.nextAt)
     for (const t of due) {
       if (budgeted && !(this.leftToThem(t) ? this.answerRedials : this.redials).take(REDIAL_BUCKET)) continue
       void this.dial(t)
     }
+  }
+
+  /** A failing target is connected again, by either side's dial. */
+  private returned(t: Target, now: number): void {
+    t.failing = false
+    this.log.info({ target: t.label }, 'peer reachable again')
+    let stillFailing = 0
+    for (const other of this.targets.values()) if (other.failing) stillFailing++
+    if (stillFailing >= FREE_FAILING && this.failuresSinceReturn >= HEAL_AFTER_FAILURES) {
+      this.redialsPausedUntil = now + HEAL_PAUSE_MS
+      this.counters.redialPauses++
+    }
+    this.failuresSinceReturn = 0
   }
 
   /**
@@ -192,11 +224,11 @@ export class PeerDialer {
       const conn = await this.libp2p.dial(t.addrs, { signal })
       t.peerId = conn.remotePeer.toString()
       t.backoff = this.o.minBackoffMs
-      if (t.failing) this.log.info({ target: t.label }, 'peer reachable again')
-      t.failing = false
+      if (t.failing) this.returned(t, performance.now())
     } catch (err) {
       if (this.stopping.signal.aborted) return
       this.counters.dialFailures++
+      if (t.failing) this.failuresSinceReturn++
       const now = performance.now()
       if (!t.failing) t.failingSince = now
       // jitter spreads the redials of a whole fleet; never beyond the backoff, which bounds heal time

@@ -64,6 +64,8 @@ export interface GossipCounters {
   syncRelaysTooBig: number
   handshakeFailures: number
   dialFailures: number
+  /** Times the redials of unreachable peers paused because one of many came back (a healed partition). */
+  redialPauses: number
 }
 
 function zeroDrops(): DropCounts {
@@ -76,7 +78,7 @@ export function newCounters(): GossipCounters {
     changesApplied: 0, changesMissingDeps: 0, changesNotForwarded: 0, changesAlreadyHeld: 0, changesRelayed: 0, heartbeatsSent: 0, heartbeatsReceived: 0, heartbeatsNotForwarded: 0,
     droppedChanges: zeroDrops(), droppedHeartbeats: zeroDrops(),
     syncInitiated: 0, syncAnswered: 0, syncInSync: 0, syncFailed: 0, syncThrottled: 0, syncDeferred: 0, syncProtocolErrors: 0,
-    syncDocsConverged: 0, syncDocsPushed: 0, syncDocsFailed: 0, syncDocsRelayed: 0, syncRelaysTooBig: 0, handshakeFailures: 0, dialFailures: 0,
+    syncDocsConverged: 0, syncDocsPushed: 0, syncDocsFailed: 0, syncDocsRelayed: 0, syncRelaysTooBig: 0, handshakeFailures: 0, dialFailures: 0, redialPauses: 0,
   }
 }
 

@@ -59,7 +59,9 @@ describe('peer dialer: redials of unreachable peers share one budget', () => {
   }
 
   it('redials ten unreachable peers at the budget, not at each one\'s backoff', async () => {
-    const { counters } = await dialerWithUnreachable(10, 4)
+    // all ten are this node's to dial: with random ids, about one run in eleven drew none, and peers that should
+    // dial this node are redialled from a far smaller share (the test below)
+    const { counters } = await dialerWithUnreachable(10, 4, true)
     await waitFor(() => counters.dialFailures >= 10 || undefined, { timeoutMs: 5_000, what: 'the first dial of every peer' })
     const first = counters.dialFailures
     await sleep(2_000)
@@ -116,6 +118,21 @@ describe('peer dialer: redials of unreachable peers share one budget', () => {
     await waitFor(() => counters.dialFailures >= 20 || undefined, { timeoutMs: 10_000, what: 'every peer failing more than once' })
     // the nine take the budget; the peer that should dial this node has 4 / 8 redials a second of its own
     expect(await healAndWait(node, cut)).toBeLessThan(5_000)
+  })
+
+  it('pauses the other redials for a moment when one peer behind a healed cut comes back, then resumes them', async () => {
+    const { node, dialer, counters } = await dialerWithUnreachable(9, 4, true)
+    const cut = await peerBehindCut(node.peerId.toString(), undefined)
+    dialer.learn('behind-the-cut', cut.peer.peerId.toString(), [cut.relay.multiaddr()])
+    await waitFor(() => counters.dialFailures >= 20 || undefined, { timeoutMs: 10_000, what: 'every peer failing more than once' })
+    await healAndWait(node, cut)
+    // a dial started just before the return may still fail; after that the nine wait 2.5 s (4 a second before)
+    await sleep(300)
+    const paused = counters.dialFailures
+    await sleep(1_800)
+    expect(counters.dialFailures - paused).toBe(0)
+    expect(counters.redialPauses).toBe(1)
+    await waitFor(() => counters.dialFailures >= paused + 3 || undefined, { timeoutMs: 3_000, what: 'the redials resumed' })
   })
 
   it('spends the budget on peers this node should dial, not on the ones that dial it', async () => {
