@@ -135,6 +135,25 @@ describe('peer dialer: redials of unreachable peers share one budget', () => {
     await waitFor(() => counters.dialFailures >= paused + 3 || undefined, { timeoutMs: 3_000, what: 'the redials resumed' })
   })
 
+  it('pauses once per heal: the peers that come back from the same cut after the pause do not pause the redials again', async () => {
+    const node = await startBareLibp2p(fleetKey, 'test')
+    cleanup.push(() => node.stop())
+    const counters = newCounters()
+    const dialer = new PeerDialer(node, pino({ level: 'silent' }), counters, {
+      tickMs: 20, minBackoffMs: 50, maxBackoffMs: 100, maxPeers: 32, dialTimeoutMs: 2_000, answerWaitMs: 0, redialsPerSecond: 4,
+    })
+    cleanup.push(() => dialer.stop())
+    dialer.start([])
+    const cuts: Array<Awaited<ReturnType<typeof peerBehindCut>>> = []
+    for (let i = 0; i < 6; i++) cuts.push(await peerBehindCut(node.peerId.toString(), undefined))
+    for (const [i, cut] of cuts.entries()) dialer.learn(`behind-the-cut-${i}`, cut.peer.peerId.toString(), [cut.relay.multiaddr()])
+    await waitFor(() => counters.dialFailures >= 20 || undefined, { timeoutMs: 10_000, what: 'every peer failing more than once' })
+    for (const cut of cuts) cut.relay.reset()
+    const back = (cut: (typeof cuts)[number]): boolean => node.getPeers().some((p) => p.equals(cut.peer.peerId))
+    await waitFor(() => cuts.every(back) || undefined, { timeoutMs: 10_000, what: 'all six healed peers connected' })
+    expect(counters.redialPauses).toBe(1)
+  })
+
   it('spends the budget on peers this node should dial, not on the ones that dial it', async () => {
     const node = await startBareLibp2p(fleetKey, 'test')
     cleanup.push(() => node.stop())
