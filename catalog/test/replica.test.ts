@@ -31,6 +31,16 @@ function wire(from: Catalog, to: Catalog): Promise<unknown>[] {
   return pending
 }
 
+/** Deploys `count` apps on `a` and returns each app document with all its changes, as a sync session would push them. */
+async function deployedForPush(a: Catalog, count: number): Promise<Array<[DocId, Uint8Array[]]>> {
+  const pushes: Array<[DocId, Uint8Array[]]> = []
+  for (let i = 0; i < count; i++) {
+    await a.deployApp(webConfig(`app-${i}`))
+    pushes.push([`app:app-${i}` as DocId, (await a.changesForPeer(`app:app-${i}` as DocId, undefined))!])
+  }
+  return pushes
+}
+
 /** Runs the Automerge sync protocol for one document between two catalogs until neither has more to say. */
 async function syncDoc(a: Catalog, b: Catalog, docId: DocId): Promise<number> {
   const sa: PeerSyncState = a.newSyncState(docId)
@@ -148,11 +158,7 @@ test('a sync round\'s message is applied ahead of a backlog of pushed documents:
   const a = await node('ams-1')
   const b = await node('iad-1')
   await a.deployApp(webConfig('shared'))
-  const pushes: Array<[DocId, Uint8Array[]]> = []
-  for (let i = 0; i < 40; i++) {
-    await a.deployApp(webConfig(`app-${i}`))
-    pushes.push([`app:app-${i}` as DocId, (await a.changesForPeer(`app:app-${i}` as DocId, undefined))!])
-  }
+  const pushes = await deployedForPush(a, 40)
   const order: string[] = []
   const applied = pushes.map(([docId, changes]) => b.applyRemoteChanges(docId, changes, 'ams-1').then(() => order.push(docId)))
   // the first round of a sync of the shared app, sent while the 40 pushes are still queued
@@ -166,11 +172,7 @@ test('a sync round\'s message is applied ahead of a backlog of pushed documents:
 test('pushed documents applied in the background leave room for other writes: a deploy made behind 64 of them is not kept waiting for all', async () => {
   const a = await node('ams-1')
   const b = await node('iad-1')
-  const pushes: Array<[DocId, Uint8Array[]]> = []
-  for (let i = 0; i < 64; i++) {
-    await a.deployApp(webConfig(`app-${i}`))
-    pushes.push([`app:app-${i}` as DocId, (await a.changesForPeer(`app:app-${i}` as DocId, undefined))!])
-  }
+  const pushes = await deployedForPush(a, 64)
   const order: string[] = []
   const applied = pushes.map(([docId, changes]) => b.applyRemoteChanges(docId, changes, 'ams-1', 'background').then(() => order.push(docId)))
   const deployed = b.deployApp(webConfig('local')).then(() => order.push('local'))
@@ -185,11 +187,7 @@ test('pushed documents applied in the background leave room for other writes: a 
 test('pushed documents handed over together are written in at most two batches: the first alone, the rest together', async () => {
   const a = await node('ams-1')
   const b = await node('iad-1')
-  const pushes: Array<[DocId, Uint8Array[]]> = []
-  for (let i = 0; i < 20; i++) {
-    await a.deployApp(webConfig(`app-${i}`))
-    pushes.push([`app:app-${i}` as DocId, (await a.changesForPeer(`app:app-${i}` as DocId, undefined))!])
-  }
+  const pushes = await deployedForPush(a, 20)
   // what a peer polling b's digest sees as each app appears: a state per batch (eight to a batch made it four)
   const seen: string[] = []
   b.subscribe({}, (e) => { if (e.type === 'app.upserted') seen.push(Buffer.from(b.digestHash()).toString('hex')) })

@@ -40,8 +40,8 @@ describe('peer dialer: redials of unreachable peers share one budget', () => {
     for (const c of cleanup.splice(0).reverse()) await c()
   })
 
-  /** A started node whose dialer knows `unreachable` peers that refuse every dial (`ours`: all of them peers it dials). */
-  async function dialerWithUnreachable(unreachable: number, redialsPerSecond: number, ours = false) {
+  /** A started node with a started dialer that knows no peers yet. */
+  async function startDialer(redialsPerSecond: number) {
     const node = await startBareLibp2p(fleetKey, 'test')
     cleanup.push(() => node.stop())
     const counters = newCounters()
@@ -51,6 +51,12 @@ describe('peer dialer: redials of unreachable peers share one budget', () => {
     })
     cleanup.push(() => dialer.stop())
     dialer.start([])
+    return { node, dialer, counters }
+  }
+
+  /** A started node whose dialer knows `unreachable` peers that refuse every dial (`ours`: all of them peers it dials). */
+  async function dialerWithUnreachable(unreachable: number, redialsPerSecond: number, ours = false) {
+    const { node, dialer, counters } = await startDialer(redialsPerSecond)
     for (let i = 0; i < unreachable; i++) {
       const p = await unreachablePeer(ours ? node.peerId.toString() : undefined)
       dialer.learn(`n${i}`, p.peerId, [p.addr])
@@ -136,14 +142,7 @@ describe('peer dialer: redials of unreachable peers share one budget', () => {
   })
 
   it('pauses once per heal: the peers that come back from the same cut after the pause do not pause the redials again', async () => {
-    const node = await startBareLibp2p(fleetKey, 'test')
-    cleanup.push(() => node.stop())
-    const counters = newCounters()
-    const dialer = new PeerDialer(node, pino({ level: 'silent' }), counters, {
-      tickMs: 20, minBackoffMs: 50, maxBackoffMs: 100, maxPeers: 32, dialTimeoutMs: 2_000, answerWaitMs: 0, redialsPerSecond: 4,
-    })
-    cleanup.push(() => dialer.stop())
-    dialer.start([])
+    const { node, dialer, counters } = await startDialer(4)
     const cuts: Array<Awaited<ReturnType<typeof peerBehindCut>>> = []
     for (let i = 0; i < 6; i++) cuts.push(await peerBehindCut(node.peerId.toString(), undefined))
     for (const [i, cut] of cuts.entries()) dialer.learn(`behind-the-cut-${i}`, cut.peer.peerId.toString(), [cut.relay.multiaddr()])
@@ -155,8 +154,7 @@ describe('peer dialer: redials of unreachable peers share one budget', () => {
   })
 
   it('spends the budget on peers this node should dial, not on the ones that dial it', async () => {
-    const node = await startBareLibp2p(fleetKey, 'test')
-    cleanup.push(() => node.stop())
+    const { node, dialer } = await startDialer(4)
     const self = node.peerId.toString()
     // unreachable peers that accept TCP and hang up at once, each counting the dials that reach it
     const peers: Array<{ peerId: string; dials: number; ours: boolean }> = []
@@ -165,12 +163,6 @@ describe('peer dialer: redials of unreachable peers share one budget', () => {
       const ours = peerId > self
       if (peers.filter((p) => p.ours === ours).length < 4) peers.push({ peerId, dials: 0, ours })
     }
-    const counters = newCounters()
-    const dialer = new PeerDialer(node, pino({ level: 'silent' }), counters, {
-      tickMs: 20, minBackoffMs: 50, maxBackoffMs: 100, maxPeers: 32, dialTimeoutMs: 2_000, answerWaitMs: 0, redialsPerSecond: 4,
-    })
-    cleanup.push(() => dialer.stop())
-    dialer.start([])
     for (const [i, p] of peers.entries()) {
       const server: Server = createServer((socket) => { p.dials++; socket.destroy() })
       await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
