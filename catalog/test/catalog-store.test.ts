@@ -187,6 +187,24 @@ describe('quarantine', () => {
   })
 })
 
+describe('derived events', () => {
+  test('node.down and node.up appended without waiting for each other reach the log in the order they were appended', async () => {
+    // membership relies on this: it no longer waits for one derived event to be durable before appending the next
+    const catalog = await openAt()
+    const decided = Array.from({ length: 10 }, (_, i) => i % 2 === 0
+      ? { type: 'node.down' as const, node: `n${i >> 1}`, lastSeen: 1_000 + i }
+      : { type: 'node.up' as const, node: `n${i >> 1}` })
+    await Promise.all(decided.map((e) => catalog.appendDerived(e)))
+    await catalog.close()
+    open.length = 0
+
+    const again = await openAt()
+    const logged: CatalogEvent[] = []
+    for await (const e of again.readEvents(1)) if (e.type === 'node.down' || e.type === 'node.up') logged.push(e)
+    expect(logged.map((e) => [e.type, 'node' in e ? e.node : undefined])).toEqual(decided.map((e) => [e.type, e.node]))
+  })
+})
+
 describe('retries', () => {
   test('starting a failed Machine again is a new request, even with the same reason', async () => {
     const catalog = await openAt()
