@@ -240,8 +240,8 @@ export class Membership {
 
   private emit(event: { type: 'node.down'; node: string; lastSeen: number } | { type: 'node.up'; node: string }): void {
     // not chained one after another: the catalog writes ops of one priority in the order they were submitted, so
-    // a node's down and up still reach the log in the order they were decided, and the ups of the ten peers heard
-    // again after a partition go to disk in one group commit instead of ten fsyncs in a row
+    // a node's down and up still reach the log in the order they were decided, and the peers one sweep finds
+    // silent (a partition) go to disk in one group commit instead of one fsync each in a row
     const written = this.d.catalog.appendDerived(event).then(() => undefined, (err: unknown) => {
       this.d.log.warn({ err, event: event.type, node: event.node }, 'could not record a derived membership event')
     })
