@@ -125,8 +125,8 @@ export function metricsRegistry(sources: MetricsSources): { registry: Registry; 
       ['edgeproxy_gossip_sync_docs_converged_total', 'Documents brought level by anti-entropy', () => g().syncDocsConverged],
       ['edgeproxy_gossip_sync_docs_pushed_total', 'Of those, documents one side was ahead on, sent as the changes the other lacked (no Automerge rounds)', () => g().syncDocsPushed],
       ['edgeproxy_gossip_sync_docs_relayed_total', 'Documents a sync brought that this node broadcast on to peers that may lack them', () => g().syncDocsRelayed],
-      // the refusals an operator looks for when a node cannot join, or when something knocks on the gossip port
       ['edgeproxy_gossip_redial_pauses_total', 'Times redials of unreachable peers paused because one of many came back (a partition healing)', () => g().redialPauses],
+      // the refusals an operator looks for when a node cannot join, or when something knocks on the gossip port
       ['edgeproxy_gossip_handshake_failures_total', 'Connections that failed the private-network handshake (another fleet key, or not an edgeproxy node)', () => g().handshakeFailures],
     ])
     new Counter({
