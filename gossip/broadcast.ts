@@ -193,14 +193,14 @@ export class Broadcast {
             this.d.counters.changesMissingDeps++
             // the forwarder applied these before forwarding, so it holds their dependencies too
             this.d.sync.request(peer, `missing dependencies of ${m.docId}`)
-            result = this.forwardOrNot(m, peer)
+            result = this.forwardOrNot(m, msgId, peer)
           } else if (r.changes.length === 0) {
             // nothing new here (a relay of what this node already got another way): its peers most likely
             // have it too, and passing it on would flood the fleet with copies (sync-relay.ts)
             this.d.counters.changesAlreadyHeld++
             result = TopicValidatorResult.Ignore
           } else {
-            result = this.forwardOrNot(m, peer)
+            result = this.forwardOrNot(m, msgId, peer)
           }
         }
       } catch (err) {
@@ -210,9 +210,12 @@ export class Broadcast {
     this.d.pubsub.reportMessageValidationResult(msgId, peer, result)
   }
 
-  /** Ignore (applied here, not forwarded) when the publisher already reached every peer this node would tell. */
-  private forwardOrNot(m: ChangesMessage, source: string): TopicValidatorResult {
-    if (this.d.reach.shouldForward(CHANGES_TOPIC, source, m.reach)) return TopicValidatorResult.Accept
+  /**
+   * Ignore (applied here, not forwarded) when the publisher already reached every peer this node would tell;
+   * otherwise forwarded to the mesh peers it did not reach.
+   */
+  private forwardOrNot(m: ChangesMessage, msgId: string, source: string): TopicValidatorResult {
+    if (this.d.reach.forward(CHANGES_TOPIC, msgId, source, m.reach)) return TopicValidatorResult.Accept
     this.d.counters.changesNotForwarded++
     return TopicValidatorResult.Ignore
   }

@@ -10,7 +10,7 @@ import { DigestWatch } from './digest-watch.js'
 import { fleetKeyFingerprint } from './fleet-key.js'
 import { type GossipNodeInit, type PartOptions, partOptions } from './gossip-options.js'
 import { HandshakeWatch } from './handshake-watch.js'
-import { connectedPeerIds, createGossipLibp2p, type GossipLibp2p } from './libp2p-node.js'
+import { connectedPeerIds, createGossipLibp2p, forwardSparer, type GossipLibp2p } from './libp2p-node.js'
 import { HEARTBEAT_TOPIC, Membership, type MembershipCatalog, type NodeLiveness, type NodeLoad, type SelfDescription } from './membership.js'
 import { loadOrCreatePeerKey } from './peer-key.js'
 import { PeerDialer } from './peer-dialer.js'
@@ -149,7 +149,12 @@ class DefaultGossipNode implements GossipNode {
     const libp2p = this.libp2p = await createGossipLibp2p({ ...this.o.libp2p, privateKey, fleetKey, handshakes, topics: [CHANGES_TOPIC, HEARTBEAT_TOPIC] })
     libp2p.addEventListener('connection:open', (e) => handshakes.upgraded(e.detail.remoteAddr.toString()))
     libp2p.addEventListener('transport:listening', (e) => { this.bound.push(...e.detail.getAddrs().map(String)) })
-    const reach = this.reach = new Reach(libp2p.services.pubsub, this.peerId)
+    const sparer = forwardSparer(libp2p.services.pubsub)
+    if (sparer === undefined) this.log.warn('this gossipsub version has no message cache to mark: forwards go to whole meshes, peers that already have a message included')
+    const reach = this.reach = new Reach(libp2p.services.pubsub, this.peerId, sparer && ((msgId, peer) => {
+      this.counters.forwardsSpared++
+      sparer(msgId, peer)
+    }))
     const digests = this.digests
     // every state this node passes through is remembered, so that a peer reporting it is known to be level
     this.digestEvents = this.c.catalog.subscribe({}, () => { digests.current() })

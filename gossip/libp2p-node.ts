@@ -9,6 +9,7 @@ import { preSharedKey } from '@libp2p/pnet'
 import { tcp, type TCPSocketOptions } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 import type { HandshakeWatch } from './handshake-watch.js'
+import type { SpareFromForward } from './reach.js'
 import { fastX25519Crypto } from './noise-crypto.js'
 import { sendYamuxWindowUpdatesAtHalf } from './yamux-window-updates.js'
 
@@ -41,6 +42,19 @@ export interface GossipPubSub extends GossipSub {
   getScore(peerId: string): number
   /** `ignoreDuplicatePublishError`: a message this node already saw is not published again, and that is no error. */
   publish(topic: string, data?: Uint8Array, opts?: { ignoreDuplicatePublishError?: boolean }): Promise<{ recipients: PeerId[] }>
+}
+
+/**
+ * gossipsub leaves out of a forward every peer its message cache saw send that message (the entry's originating
+ * peers, recorded until the message is validated); marking a peer there is how a node spares the peers a
+ * publisher already reached (gossip/reach.ts). The cache is not part of gossipsub's typed interface: undefined
+ * if this version has none, and forwarding is then gossipsub's own.
+ */
+export function forwardSparer(pubsub: GossipPubSub): SpareFromForward | undefined {
+  const mcache = (pubsub as unknown as { mcache?: { observeDuplicate?: unknown } }).mcache
+  if (mcache === undefined || typeof mcache.observeDuplicate !== 'function') return undefined
+  const observeDuplicate = mcache.observeDuplicate as (msgId: string, peer: string) => void
+  return (msgId, peer) => observeDuplicate.call(mcache, msgId, peer)
 }
 
 export interface Libp2pNodeInit {

@@ -312,7 +312,7 @@ export class Membership {
     this.parsed.delete(msg.data)
     const source = propagationSource.toString()
     // nothing slow to check: forward at once (when it helps), liveness is only useful fresh
-    const forward = this.d.reach?.shouldForward(HEARTBEAT_TOPIC, source, hb.reach) ?? true
+    const forward = this.d.reach?.forward(HEARTBEAT_TOPIC, msgId, source, hb.reach) ?? true
     if (!forward) this.d.counters.heartbeatsNotForwarded++
     this.d.pubsub?.reportMessageValidationResult(msgId, source, forward ? TopicValidatorResult.Accept : TopicValidatorResult.Ignore)
     this.d.counters.heartbeatsReceived++

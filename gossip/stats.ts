@@ -35,7 +35,7 @@ export interface GossipCounters {
   changesReceived: number
   changesApplied: number
   changesMissingDeps: number
-  /** Received straight from a publisher that had reached every peer this node would forward to. */
+  /** Received when the publisher had reached every peer this node would forward to: not forwarded. */
   changesNotForwarded: number
   /** Received, but nothing in them was new here: applied as a no-op and not forwarded. */
   changesAlreadyHeld: number
@@ -44,6 +44,8 @@ export interface GossipCounters {
   heartbeatsSent: number
   heartbeatsReceived: number
   heartbeatsNotForwarded: number
+  /** Mesh peers left out of a forward (changes or heartbeats) because the publisher had sent them the message (gossip/reach.ts). */
+  forwardsSpared: number
   droppedChanges: DropCounts
   droppedHeartbeats: DropCounts
   syncInitiated: number
@@ -75,7 +77,7 @@ function zeroDrops(): DropCounts {
 export function newCounters(): GossipCounters {
   return {
     changesPublished: 0, changesPublishedToNobody: 0, changesTooBigToBroadcast: 0, changesReceived: 0,
-    changesApplied: 0, changesMissingDeps: 0, changesNotForwarded: 0, changesAlreadyHeld: 0, changesRelayed: 0, heartbeatsSent: 0, heartbeatsReceived: 0, heartbeatsNotForwarded: 0,
+    changesApplied: 0, changesMissingDeps: 0, changesNotForwarded: 0, changesAlreadyHeld: 0, changesRelayed: 0, heartbeatsSent: 0, heartbeatsReceived: 0, heartbeatsNotForwarded: 0, forwardsSpared: 0,
     droppedChanges: zeroDrops(), droppedHeartbeats: zeroDrops(),
     syncInitiated: 0, syncAnswered: 0, syncInSync: 0, syncFailed: 0, syncThrottled: 0, syncDeferred: 0, syncProtocolErrors: 0,
     syncDocsConverged: 0, syncDocsPushed: 0, syncDocsFailed: 0, syncDocsRelayed: 0, syncRelaysTooBig: 0, handshakeFailures: 0, dialFailures: 0, redialPauses: 0,

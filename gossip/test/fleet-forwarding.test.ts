@@ -6,9 +6,10 @@ import { waitFor } from '../../test/helpers/wait-for.js'
 import { partition, startRelayedFleet, type TestNode, useTestFleet, waitForConvergence, waitForLog, waitForMesh } from './fleet-harness.js'
 
 /**
- * What a fleet does to spare work: a message that reached everyone from its publisher is not forwarded, and
- * an idle fleet runs no sync sessions — and what it still does when that is not enough: forward around a cut
- * link, sync with a peer that holds something others lack, and replace a connection that stopped answering.
+ * What a fleet does to spare work: a message that reached everyone from its publisher is not forwarded, a
+ * forward leaves out the peers the publisher reached, and an idle fleet runs no sync sessions — and what it
+ * still does when that is not enough: forward around a cut link, sync with a peer that holds something others
+ * lack, and replace a connection that stopped answering.
  */
 const fleet = useTestFleet()
 
@@ -39,6 +40,28 @@ test('a message that reached every node from its publisher is not forwarded; aro
   expect(connected(a, c)).toBe(false)
   expect(c.gossip.isNodeUp('a')).toBe(true)
   expect(a.gossip.isNodeUp('c')).toBe(true)
+})
+
+test('around a cut link, copies go only to the node the publisher could not reach: the others are spared', async () => {
+  const init = { syncIntervalMs: 60_000, heartbeatMs: 200, downAfterMs: 1_500 }
+  const [a, b, c, d] = await startRelayedFleet(fleet, ['a', 'b', 'c', 'd'], init)
+  await waitForConvergence([a, b, c, d])
+  await partition([a], [d])
+  await sleep(3 * init.heartbeatMs) // every heartbeat since lists who its publisher reached after the cut
+  const before = { b: b.gossip.stats(), c: c.gossip.stats(), d: d.gossip.stats() }
+  await sleep(2 * init.downAfterMs)
+  const after = { b: b.gossip.stats(), c: c.gossip.stats(), d: d.gossip.stats() }
+
+  // d hears a only through b and c
+  expect(connected(a, d)).toBe(false)
+  expect(d.gossip.isNodeUp('a')).toBe(true)
+  // b and c pass a's heartbeats on to d, leaving out each other (a had sent them the same heartbeat)
+  expect(after.b.forwardsSpared - before.b.forwardsSpared).toBeGreaterThan(0)
+  expect(after.c.forwardsSpared - before.c.forwardsSpared).toBeGreaterThan(0)
+  // d's only peers, b and c, had every heartbeat d heard from its publisher, a's included: d forwards none
+  const heard = after.d.heartbeatsReceived - before.d.heartbeatsReceived
+  expect(heard).toBeGreaterThan(0)
+  expect(after.d.heartbeatsNotForwarded - before.d.heartbeatsNotForwarded).toBe(heard)
 })
 
 test('an idle fleet runs no sync sessions; a node holding what the others lack is synced by them within seconds', async () => {

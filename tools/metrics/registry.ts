@@ -119,6 +119,7 @@ export function metricsRegistry(sources: MetricsSources): { registry: Registry; 
       ['edgeproxy_gossip_heartbeats_sent_total', 'Heartbeats published', () => g().heartbeatsSent],
       ['edgeproxy_gossip_heartbeats_received_total', 'Heartbeats received', () => g().heartbeatsReceived],
       ['edgeproxy_gossip_heartbeats_not_forwarded_total', 'Heartbeats not forwarded: the publisher had reached every peer this node would tell', () => g().heartbeatsNotForwarded],
+      ['edgeproxy_gossip_forwards_spared_total', 'Peers left out of a forwarded message because its publisher had sent it to them', () => g().forwardsSpared],
       ['edgeproxy_gossip_sync_sessions_total', 'Anti-entropy sessions this node started', () => g().syncInitiated],
       ['edgeproxy_gossip_sync_failures_total', 'Anti-entropy sessions that failed', () => g().syncFailed],
       ['edgeproxy_gossip_sync_deferred_total', 'Anti-entropy sessions put off behind a running one with a peer in the same state', () => g().syncDeferred],
