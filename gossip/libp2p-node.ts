@@ -9,8 +9,8 @@ import { preSharedKey } from '@libp2p/pnet'
 import { tcp, type TCPSocketOptions } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 import type { HandshakeWatch } from './handshake-watch.js'
-import type { SpareFromForward } from './reach.js'
 import { fastX25519Crypto } from './noise-crypto.js'
+import type { SpareFromForward } from './reach.js'
 import { sendYamuxWindowUpdatesAtHalf } from './yamux-window-updates.js'
 
 /**
