@@ -106,7 +106,7 @@ try {
     const cpu = s1.reduce((t, s, i) => t + s.cpuMs - s0[i].cpuMs, 0)
     const delta = (k: string) => s1.reduce((t, s, i) => t + Number(s.gossip[k]) - Number(s0[i].gossip[k]), 0)
     process.stdout.write(`connections per node after the heal: ${s1.map((s) => s.gossip.connections).join(' ')}\n`)
-    const keys = ['heartbeatsReceived', 'heartbeatsNotForwarded', 'forwardsSpared', 'changesReceived', 'changesNotForwarded', 'syncInitiated', 'syncInSync', 'syncDocsConverged', 'syncDocsPushed', 'dialFailures', 'handshakeFailures', 'syncDocsRelayed', 'syncRelaysTooBig', 'changesMissingDeps', 'changesRelayed', 'changesAlreadyHeld']
+    const keys = ['heartbeatsReceived', 'heartbeatsNotForwarded', 'forwardsSpared', 'changesReceived', 'changesNotForwarded', 'syncInitiated', 'syncInSync', 'syncDocsConverged', 'syncDocsPushed', 'dialFailures', 'handshakeFailures', 'syncDocsRelayed', 'syncRelaysTooBig', 'changesMissingDeps', 'changesRelayed', 'changesAlreadyHeld', 'redialPauses']
     process.stdout.write(`fleet counters: ${keys.map((k) => `${k} ${delta(k)}`).join(', ')}\n`)
     const thr = s1.reduce((t, s, i) => t + (s.gossip.droppedHeartbeats as Record<string, number>).throttled - (s0[i].gossip.droppedHeartbeats as Record<string, number>).throttled, 0)
     process.stdout.write(`heartbeats throttled ${thr}\n`)
