@@ -117,15 +117,21 @@ export class MultiNodeFleet {
     return await json(`${this.node(node).api}/v1/nodes`)
   }
 
-  /** Waits until `from` sees every other node up with a measured RTT of at least the given ms. */
-  async waitRtts(from: string, atLeast: Record<string, number>): Promise<void> {
+  /**
+   * Waits until `from` sees each named node up with a measured RTT in `[atLeast, below)`. RTT is the least of a
+   * node's last few pings, so on a busy box (CI runs fleets side by side) it can read well above the relays' delay
+   * until one quiet ping lands; waiting for that makes later assertions on the number hold for a window of pings.
+   */
+  async waitRtts(from: string, ranges: Record<string, [atLeast: number, below: number]>): Promise<void> {
     await waitFor(async () => {
       const seen = await this.nodesSeenBy(from)
-      return Object.entries(atLeast).every(([n, ms]) => {
+      const settled = Object.entries(ranges).every(([n, [lo, hi]]) => {
         const rec = seen.find((x) => x.name === n)
-        return rec !== undefined && rec.up && rec.rttMs !== undefined && rec.rttMs >= ms
+        return rec !== undefined && rec.up && rec.rttMs !== undefined && rec.rttMs >= lo && rec.rttMs < hi
       })
-    }, { timeoutMs: 30_000, intervalMs: 200, what: `${from} measuring RTTs ${JSON.stringify(atLeast)}` })
+      if (!settled) throw new Error(`last seen ${JSON.stringify(Object.fromEntries(seen.map((x) => [x.name, x.up ? x.rttMs : 'down'])))}`)
+      return true
+    }, { timeoutMs: 30_000, intervalMs: 200, what: `${from} measuring RTTs in ${JSON.stringify(ranges)}` })
   }
 
   async deploy(via: string, toml: string): Promise<void> {
