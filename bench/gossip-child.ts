@@ -127,6 +127,14 @@ async function cpuProfile(ms: number, file: string): Promise<void> {
   }
 }
 
+// a probe run now and then ends with a node that did not answer for 10 s: say whether its event loop was stalled
+let tickedAt = performance.now()
+setInterval(() => {
+  const now = performance.now()
+  if (now - tickedAt > 3_000) log.error({ node: cfg.name, stalledMs: Math.round(now - tickedAt - 250) }, 'event loop stalled')
+  tickedAt = now
+}, 250).unref()
+
 send({ type: 'ready', peerId: gossip.peerId, listen: gossip.listenAddrs(), addrs: gossip.multiaddrs() })
 
 // as the daemon in a fleet does once started (tools/daemon.ts); BENCH_GOSSIP_AUTOMERGE_WARMUP=0 leaves it out, to compare

@@ -40,7 +40,7 @@ export class BenchNode {
   async ask<T extends FromChild>(m: { type: 'digest' | 'stats' } | { type: 'profile'; ms: number; file: string }, timeoutMs = 10_000): Promise<T> {
     const id = this.nextId++
     return await new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => { this.waiting.delete(id); reject(new Error(`${this.name} did not answer ${m.type}`)) }, timeoutMs)
+      const timer = setTimeout(() => { this.waiting.delete(id); reject(new Error(`${this.name} did not answer ${m.type} within ${timeoutMs} ms (exit code ${this.child.exitCode}, signal ${this.child.signalCode})`)) }, timeoutMs)
       this.waiting.set(id, (reply) => { clearTimeout(timer); resolve(reply as T) })
       this.send({ ...m, id })
     })

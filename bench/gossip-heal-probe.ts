@@ -7,7 +7,7 @@ import { startFleet, stopFleet, untilConverged, untilLevel } from './gossip-flee
 /**
  * Dev probe of a partition heal (`node dist/bench/gossip-heal-probe.js N OUTDIR`): per node, when its first link
  * across came back, when it held the other side's writes, when it was level. PROFILE=1: CPU profiles of two
- * nodes into OUTDIR over the heal (PROFILE=partition: over 1 s of the partition); TIMELINE=1: fleet CPU and
+ * nodes into OUTDIR over the heal (PROFILE=partition: over 1 s of the partition); HEAL_PROFILE_MS: how long (10 s); TIMELINE=1: fleet CPU and
  * counters per second; SEEN=1: when each node saw each write.
  */
 const N = Number(process.argv[2] ?? 20)
@@ -52,7 +52,7 @@ try {
     await profPart
     const p1 = await Promise.all(nodes.map((n) => n.stats()))
     process.stdout.write(`partitioned fleet: ${(p1.reduce((t, s, i) => t + s.cpuMs - p0[i].cpuMs, 0) / PARTITION_WATCH_MS).toFixed(2)} cores; peers ${p1.map((s) => s.peers).join(' ')}\n`)
-    const prof = process.env.PROFILE === '1' ? Promise.all([nodes[0], nodes[N - 1]].map((n, i) => n.ask({ type: 'profile', ms: 10_000, file: join(OUT, `heal-${i}.cpuprofile`) }, 20_000))) : undefined
+    const prof = process.env.PROFILE === '1' ? Promise.all([nodes[0], nodes[N - 1]].map((n, i) => n.ask({ type: 'profile', ms: Number(process.env.HEAL_PROFILE_MS ?? 10_000), file: join(OUT, `heal-${i}.cpuprofile`) }, 20_000))) : undefined
     const s0 = await Promise.all(nodes.map((n) => n.stats()))
     const samples: Array<{ t: number; digests: string[]; peers: number[]; stats: Awaited<ReturnType<typeof nodes[0]['stats']>>[] }> = []
     const t0 = performance.now()
