@@ -35,6 +35,11 @@ export interface GossipNodeInit {
   redialMaxMs?: number
   /** Redials of unreachable peers per second, all of them together (default 2): bounds what a partition costs. */
   redialsPerSecond?: number
+  /**
+   * Redials per second of the whole fleet while its nodes are cut off and no peer has come back yet (default 10):
+   * each node takes its share by the fleet's size, at most `redialsPerSecond`.
+   */
+  fleetProbesPerSecond?: number
   /** Local address for outgoing connections (multi-homed hosts; a distinct 127.x per node in tests). */
   dialFrom?: string
   /** gossipsub's IP-colocation penalty (≤ 0, default -5). Keep it in production; 0 when all peers share an IP. */
@@ -143,7 +148,7 @@ export function partOptions(init: GossipNodeInit): PartOptions {
     },
     // the tick only compares times (a dial waits for its backoff): 100 ms puts a healed link's redial within
     // 100 ms of its time instead of 250
-    dialer: { tickMs: 100, minBackoffMs: 250, maxBackoffMs: init.redialMaxMs ?? 500, maxPeers, dialTimeoutMs: t.dialTimeoutMs, answerWaitMs: 3_000, redialsPerSecond: init.redialsPerSecond ?? 2 },
+    dialer: { tickMs: 100, minBackoffMs: 250, maxBackoffMs: init.redialMaxMs ?? 500, maxPeers, dialTimeoutMs: t.dialTimeoutMs, answerWaitMs: 3_000, redialsPerSecond: init.redialsPerSecond ?? 2, fleetProbesPerSecond: init.fleetProbesPerSecond ?? 10 },
     membership: {
       heartbeatMs: init.heartbeatMs ?? 2_000,
       downAfterMs: init.downAfterMs ?? 10_000,

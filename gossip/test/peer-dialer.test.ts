@@ -40,14 +40,17 @@ describe('peer dialer: redials of unreachable peers share one budget', () => {
     for (const c of cleanup.splice(0).reverse()) await c()
   })
 
-  /** A started node with a started dialer that knows no peers yet. */
-  async function startDialer(redialsPerSecond: number) {
+  /**
+   * A started node with a started dialer that knows no peers yet. `fleetProbesPerSecond` defaults to no limit of its
+   * own: the node then redials at `redialsPerSecond` while probing as well.
+   */
+  async function startDialer(redialsPerSecond: number, fleetProbesPerSecond = Infinity) {
     const node = await startBareLibp2p(fleetKey, 'test')
     cleanup.push(() => node.stop())
     const counters = newCounters()
     const dialer = new PeerDialer(node, pino({ level: 'silent' }), counters, {
       // fast backoff so that, without the budget, ten peers would be redialled ~100 times a second
-      tickMs: 20, minBackoffMs: 50, maxBackoffMs: 100, maxPeers: 32, dialTimeoutMs: 2_000, answerWaitMs: 0, redialsPerSecond,
+      tickMs: 20, minBackoffMs: 50, maxBackoffMs: 100, maxPeers: 32, dialTimeoutMs: 2_000, answerWaitMs: 0, redialsPerSecond, fleetProbesPerSecond,
     })
     cleanup.push(() => dialer.stop())
     dialer.start([])
@@ -55,8 +58,8 @@ describe('peer dialer: redials of unreachable peers share one budget', () => {
   }
 
   /** A started node whose dialer knows `unreachable` peers that refuse every dial (`ours`: all of them peers it dials). */
-  async function dialerWithUnreachable(unreachable: number, redialsPerSecond: number, ours = false) {
-    const { node, dialer, counters } = await startDialer(redialsPerSecond)
+  async function dialerWithUnreachable(unreachable: number, redialsPerSecond: number, ours = false, fleetProbesPerSecond = Infinity) {
+    const { node, dialer, counters } = await startDialer(redialsPerSecond, fleetProbesPerSecond)
     for (let i = 0; i < unreachable; i++) {
       const p = await unreachablePeer(ours ? node.peerId.toString() : undefined)
       dialer.learn(`n${i}`, p.peerId, [p.addr])
@@ -139,6 +142,44 @@ describe('peer dialer: redials of unreachable peers share one budget', () => {
     expect(counters.dialFailures - paused).toBe(0)
     expect(counters.redialPauses).toBe(1)
     await waitFor(() => counters.dialFailures >= paused + 3 || undefined, { timeoutMs: 3_000, what: 'the redials resumed' })
+  })
+
+  it('probes at its share of the fleet\'s rate while cut off, redials at the full budget once a peer is back, and probes again when a link is lost', async () => {
+    // twelve peers known, so a fleet of thirteen: 6.5 probes a second for the fleet are 0.5 a second for this node
+    const { node, dialer, counters } = await dialerWithUnreachable(10, 4, true, 6.5)
+    const cuts = [await peerBehindCut(node.peerId.toString(), undefined), await peerBehindCut(node.peerId.toString(), undefined)]
+    for (const [i, cut] of cuts.entries()) dialer.learn(`behind-the-cut-${i}`, cut.peer.peerId.toString(), [cut.relay.multiaddr()])
+    await waitFor(() => counters.dialFailures >= 12 || undefined, { timeoutMs: 5_000, what: 'the first dial of every peer' })
+    const probing = async (): Promise<number> => {
+      const before = counters.dialFailures
+      await sleep(4_000)
+      return counters.dialFailures - before
+    }
+    // 0.5 a second for 4 s and one in the bucket: 3; the full budget would have been 4 a second (~16)
+    const probes = await probing()
+    expect(probes).toBeGreaterThanOrEqual(1)
+    expect(probes).toBeLessThanOrEqual(4)
+    // the peers behind the cut find this node (the other side probes too): the pause, then the rest at 4 a second
+    const connected = (cut: (typeof cuts)[number]): boolean => node.getPeers().some((p) => p.equals(cut.peer.peerId))
+    for (const cut of cuts) {
+      cut.relay.reset()
+      await cut.peer.dial(node.getMultiaddrs(), { signal: AbortSignal.timeout(5_000) })
+      await waitFor(() => connected(cut) || undefined, { timeoutMs: 5_000, what: 'a peer behind the cut connected' })
+    }
+    await sleep(300) // its tick has seen the returns
+    expect(counters.redialPauses).toBe(1)
+    await sleep(2_500)
+    const restored = counters.dialFailures
+    await sleep(2_000)
+    expect(counters.dialFailures - restored).toBeGreaterThanOrEqual(6)
+    // a link it had is lost (a new cut, perhaps): back to probing, whatever came back just before
+    cuts[1].relay.set({ mode: 'refuse' })
+    await node.hangUp(cuts[1].peer.peerId)
+    await waitFor(() => !connected(cuts[1]) || undefined, { timeoutMs: 5_000, what: 'the lost link closed' })
+    await sleep(500) // its first redial fails
+    const probesAgain = await probing()
+    expect(probesAgain).toBeGreaterThanOrEqual(1)
+    expect(probesAgain).toBeLessThanOrEqual(4)
   })
 
   it('pauses once per heal: the peers that come back from the same cut after the pause do not pause the redials again', async () => {
