@@ -194,7 +194,8 @@ function healDiagnosis(nodes: BenchNode[]): { stop(): Promise<string> } {
       const [b, a] = [await before, await Promise.all(nodes.map((n) => n.stats()))]
       const sum = (k: string) => a.reduce((t, s, i) => t + Number(s.gossip[k]) - Number(b[i].gossip[k]), 0)
       return `all connected after ${connectedAt === undefined ? 'never' : `${fmt(connectedAt)} ms`}; sessions ${sum('syncInitiated')} ` +
-        `(in sync ${sum('syncInSync')}, failed ${sum('syncFailed')}, throttled ${sum('syncThrottled')}), docs converged ${sum('syncDocsConverged')}, dial failures ${sum('dialFailures')}`
+        `(in sync ${sum('syncInSync')}, failed ${sum('syncFailed')}, throttled ${sum('syncThrottled')}), docs converged ${sum('syncDocsConverged')}, dial failures ${sum('dialFailures')}, ` +
+        `redial pauses ${sum('redialPauses')} (${a.filter((s, i) => Number(s.gossip.redialPauses) > Number(b[i].gossip.redialPauses)).length} nodes)`
     },
   }
 }
