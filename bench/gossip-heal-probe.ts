@@ -7,8 +7,8 @@ import { startFleet, stopFleet, untilConverged, untilLevel } from './gossip-flee
 /**
  * Dev probe of a partition heal (`node dist/bench/gossip-heal-probe.js N OUTDIR`): per node, when its first link
  * across came back, when it held the other side's writes, when it was level. PROFILE=1: CPU profiles of two
- * nodes into OUTDIR over the heal (PROFILE=partition: over 1 s of the partition); HEAL_PROFILE_MS: how long (10 s); TIMELINE=1: fleet CPU and
- * counters per second; SEEN=1: when each node saw each write.
+ * nodes into OUTDIR over the heal (PROFILE=partition: over 1 s of the partition), HEAL_PROFILE_MS long (10 s);
+ * TIMELINE=1: fleet CPU and counters per second; SEEN=1: when each node saw each write.
  */
 const N = Number(process.argv[2] ?? 20)
 const OUT = process.argv[3] ?? '/tmp/gossip-prof'

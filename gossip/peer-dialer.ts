@@ -70,10 +70,10 @@ const ANSWER_SHARE = 1 / 8
  * When an unreachable peer comes back after HEAL_AFTER_MS while FREE_FAILING others or more are still unreachable,
  * and none came back in the last RESTORING_MS, a partition has most likely healed: the budgeted redials stop for this
  * long. One link across is what levels the catalogs (its session on connect, then relays over the links that never
- * broke); at a 10 | 10 heal of 20 processes on two cores the other ~100 handshakes took the CPU that work needed. The redials that follow the
- * pause succeed, so the rest of the links come back at the budget's pace without pausing again. (It took four
- * failed redials since the last return before; in the benchmark's 2 s partitions a node with a large peer id, which
- * leaves most of its peers to dial it, never got to four and never paused.)
+ * broke); at a 10 | 10 heal of 20 processes on two cores the other ~100 handshakes took the CPU that work needed.
+ * The redials that follow the pause succeed, so the rest of the links come back at the budget's pace without pausing
+ * again. (It took four failed redials since the last return before; in the benchmark's 2 s partitions a node with a
+ * large peer id, which leaves most of its peers to dial it, never got to four and never paused.)
  */
 const HEAL_PAUSE_MS = 2_500
 /** A peer that comes back after being unreachable at least this long, while others still are, ends a partition. */
@@ -283,7 +283,8 @@ export class PeerDialer {
       const now = performance.now()
       if (!t.failing) {
         t.failingSince = now
-        // a link lost while restoring may be a new cut (the bench cuts again right after a heal): probe, and pause at its heal
+        // a link lost while restoring may be a new cut (the bench cuts again right after a heal): probe, and pause
+        // at its heal
         this.lastReturnAt = -Infinity
       }
       // jitter spreads the redials of a whole fleet; never beyond the backoff, which bounds heal time
